@@ -1,0 +1,119 @@
+//! ResNet18 with torchvision's exact parameter names, trainable end to end.
+//!
+//! `conv1`, `bn1`, `layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}`,
+//! `layer{2,3,4}.0.downsample.{0,1}`, then the head (`fc` or the fastai head).
+//! Channel widths are configurable so small fixtures exercise the whole path.
+
+use crate::layers::{max_pool_3x3_s2_p1, BatchNorm, Conv2d};
+use crate::params::{Init, ParamStore};
+use candle_core::{Result, Tensor};
+
+/// torchvision's widths.
+pub const RESNET18_WIDTHS: [usize; 4] = [64, 128, 256, 512];
+
+#[derive(Debug, Clone)]
+pub struct BasicBlock {
+    pub(crate) conv1: Conv2d,
+    pub(crate) bn1: BatchNorm,
+    pub(crate) conv2: Conv2d,
+    pub(crate) bn2: BatchNorm,
+    pub(crate) downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(ps: &mut ParamStore, name: &str, c_in: usize, c_out: usize, stride: usize) -> Result<Self> {
+        let init = Init::KaimingNormal;
+        let downsample = if stride != 1 || c_in != c_out {
+            Some((
+                Conv2d::new(ps, &format!("{name}.downsample.0"), c_in, c_out, 1, stride, 0, init)?,
+                BatchNorm::new(ps, &format!("{name}.downsample.1"), c_out, false)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: Conv2d::new(ps, &format!("{name}.conv1"), c_in, c_out, 3, stride, 1, init)?,
+            bn1: BatchNorm::new(ps, &format!("{name}.bn1"), c_out, false)?,
+            conv2: Conv2d::new(ps, &format!("{name}.conv2"), c_out, c_out, 3, 1, 1, init)?,
+            bn2: BatchNorm::new(ps, &format!("{name}.bn2"), c_out, false)?,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let id = match &self.downsample {
+            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (y + id)?.relu()
+    }
+
+    /// The convolutions with the BN that follows each, in execution order
+    /// (conv1, conv2, downsample), for BN folding and ONNX.
+    pub fn conv_bn_pairs(&self) -> Vec<(&Conv2d, &BatchNorm)> {
+        let mut v = vec![(&self.conv1, &self.bn1), (&self.conv2, &self.bn2)];
+        if let Some((c, b)) = &self.downsample {
+            v.push((c, b));
+        }
+        v
+    }
+
+    pub fn has_downsample(&self) -> bool {
+        self.downsample.is_some()
+    }
+}
+
+/// The ResNet18 body: everything up to (not including) the global pool.
+#[derive(Debug, Clone)]
+pub struct ResNet18Body {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub layers: Vec<Vec<BasicBlock>>,
+    pub widths: [usize; 4],
+}
+
+impl ResNet18Body {
+    pub fn new(ps: &mut ParamStore, widths: [usize; 4]) -> Result<Self> {
+        let conv1 = Conv2d::new(ps, "conv1", 3, widths[0], 7, 2, 3, Init::KaimingNormal)?;
+        let bn1 = BatchNorm::new(ps, "bn1", widths[0], false)?;
+        let mut layers = Vec::new();
+        let mut c_in = widths[0];
+        for (i, &w) in widths.iter().enumerate() {
+            let stride = if i == 0 { 1 } else { 2 };
+            let name = format!("layer{}", i + 1);
+            let b0 = BasicBlock::new(ps, &format!("{name}.0"), c_in, w, stride)?;
+            let b1 = BasicBlock::new(ps, &format!("{name}.1"), w, w, 1)?;
+            layers.push(vec![b0, b1]);
+            c_in = w;
+        }
+        Ok(Self { conv1, bn1, layers, widths })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut x = max_pool_3x3_s2_p1(&x)?;
+        for layer in &self.layers {
+            for block in layer {
+                x = block.forward_t(&x, train)?;
+            }
+        }
+        Ok(x)
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.widths[3]
+    }
+}
+
+/// fastai's split of a ResNet into parameter groups: stem+layer1+layer2 / layer3+layer4 / head.
+pub fn resnet_group(name: &str) -> usize {
+    if name.starts_with("layer3") || name.starts_with("layer4") {
+        1
+    } else if name.starts_with("fc") || name.starts_with("head") {
+        2
+    } else {
+        0
+    }
+}

@@ -1,0 +1,217 @@
+//! What each subcommand does, in terms of the library.
+
+use super::progress::Progress;
+use super::{AblationArgs, Command, TrainArgs};
+use anyhow::{bail, Context, Result};
+use cxr_service::device::parse_device;
+use cxr_service::evaluate::{evaluate, Split};
+use cxr_service::learner::{Learner, LearnerOptions, LrSpec, Precision};
+use cxr_service::predictor::Predictor;
+use cxr_service::recipe::{builtin, Recipe, Smoothing, Stage};
+use cxr_service::report::plots;
+use cxr_service::train::{run_recipe, write_json, RunOptions};
+use cxr_models::preprocess::DecodeLimits;
+use cxr_models::weights::export_onnx;
+use std::path::Path;
+
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Train(a) => train(&a),
+        Command::LrFind(a) => lr_find(&a),
+        Command::Evaluate { model, data, split, device } => {
+            let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
+            let p = Predictor::load(&model, &dev).with_context(|| format!("loading model {}", model.display()))?;
+            let split: Split = split.parse().map_err(anyhow::Error::msg)?;
+            let ev = evaluate(&p, &data, split, 32)?;
+            for (path, why) in &ev.skipped {
+                eprintln!("skipped {}: {why}", path.display());
+            }
+            println!("{}", serde_json::to_string_pretty(&ev.report)?);
+            Ok(())
+        }
+        Command::Predict { model, images, device } => {
+            let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
+            let p = Predictor::load(&model, &dev).with_context(|| format!("loading model {}", model.display()))?;
+            let mut failed = 0;
+            for path in images {
+                let r = std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| p.gray(&b, DecodeLimits::default()).map_err(|e| e.to_string()))
+                    .and_then(|g| p.predict_gray(&[g.as_slice()]).map_err(|e| e.to_string()));
+                match r {
+                    Ok(probs) => {
+                        let probs = &probs[0];
+                        let best = cxr_service::learner::metrics::argmax(probs);
+                        let map: serde_json::Map<String, serde_json::Value> =
+                            p.classes().iter().zip(probs).map(|(c, v)| (c.clone(), serde_json::json!(v))).collect();
+                        println!("{}", serde_json::json!({"file": path.display().to_string(), "label": p.classes()[best], "probabilities": map}));
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {}: {e}", path.display());
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} file(s) could not be classified");
+            }
+            Ok(())
+        }
+        Command::Interpret { model, data, split, top_k, out, device } => {
+            let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
+            let p = Predictor::load(&model, &dev).with_context(|| format!("loading model {}", model.display()))?;
+            let split: Split = split.parse().map_err(anyhow::Error::msg)?;
+            let out = out.unwrap_or_else(|| model.join("interpret"));
+            cxr_service::report::interpret::interpret(&p, &data, split, top_k, &out)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Ablation(a) => ablation(&a),
+        Command::Export { model, out, format } => {
+            if format != "onnx" {
+                bail!("unknown export format {format:?} (expected onnx)");
+            }
+            let p = Predictor::load(&model, &candle_core::Device::Cpu).with_context(|| format!("loading model {}", model.display()))?;
+            export_onnx(&p.net, p.spec().size as usize, &out)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn stage_from_args(a: &TrainArgs) -> Result<Stage> {
+    let s = Stage {
+        name: None,
+        skip: false,
+        arch: a.arch.parse().map_err(anyhow::Error::msg)?,
+        pretrained: a.pretrained.clone(),
+        size: a.size,
+        presize: a.presize,
+        epochs: a.epochs,
+        bs: a.bs,
+        lr: a.lr.parse::<LrSpec>().map_err(anyhow::Error::msg)?,
+        freeze: a.freeze,
+        oversample: a.oversample,
+        merge_val_test: a.merge_val_test,
+        normalize: a.normalize,
+        label_smoothing: Smoothing(a.label_smoothing.then_some(f64::NAN)),
+        mixup: Smoothing(a.mixup.then_some(f64::NAN)),
+        seed: a.seed,
+        precision: a.precision.parse::<Precision>().map_err(anyhow::Error::msg)?,
+        wd: a.wd,
+        lr_find: a.lr_find,
+    };
+    s.validate().map_err(anyhow::Error::msg)?;
+    Ok(s)
+}
+
+pub fn load_recipe(spec: &str) -> Result<Recipe> {
+    let path = Path::new(spec);
+    let mut r = if path.exists() {
+        Recipe::load(path).map_err(anyhow::Error::msg)?
+    } else if let Some(text) = builtin(spec) {
+        Recipe::from_toml(text).map_err(anyhow::Error::msg)?
+    } else {
+        bail!("recipe {spec:?} is neither a file nor a built-in recipe ({})", cxr_service::recipe::BUILTIN.join(", "));
+    };
+    let base = path.parent().filter(|p| path.exists() && !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    r.resolve_paths(base);
+    Ok(r)
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    let recipe = match &a.recipe {
+        Some(r) => load_recipe(r)?,
+        None => Recipe::single(stage_from_args(a)?),
+    };
+    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let mut progress = Progress::new(a.quiet);
+    let mut hook = |e: &cxr_service::train::RunEvent| progress.on(e);
+    let summary = run_recipe(&a.data, &recipe, &a.out, RunOptions { device, resume: a.resume, workers: a.workers, hook: &mut hook })?;
+    let r = &summary.report;
+    eprintln!(
+        "\nfinal: accuracy {:.4}  f1 {:.4}  precision {:.4}  recall {:.4}  auc {:.4}  ({} images, {:.0} s)\nconfusion matrix {:?}\nmodel: {}",
+        r.accuracy, r.f1, r.precision, r.recall, r.auc, r.n, summary.seconds, r.confusion_matrix.matrix, summary.run_dir.display()
+    );
+    Ok(())
+}
+
+fn lr_find(a: &TrainArgs) -> Result<()> {
+    let stage = stage_from_args(a)?;
+    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let ds = cxr_service::data::Dataset::scan(&a.data)?;
+    eprintln!("{}", ds.counts());
+    let mut dls = cxr_service::data::DataLoaders::new(
+        &ds,
+        cxr_service::data::DataOptions {
+            presize: stage.presize,
+            size: stage.size,
+            bs: stage.bs,
+            oversample: stage.oversample,
+            merge_val_test: stage.merge_val_test,
+            seed: stage.seed,
+            workers: a.workers,
+        },
+    )?;
+    if stage.normalize {
+        dls.norm = dls.compute_stats();
+    }
+    let net = cxr_models::Network::new(cxr_models::NetConfig::standard(stage.arch, ds.classes.len()), &device, stage.seed)?;
+    if let Some(p) = &stage.pretrained {
+        let r = cxr_models::weights::load_pretrained(&net, p)?;
+        eprintln!("{}", r.summary());
+    }
+    let mut l = Learner::new(net, LearnerOptions { seed: stage.seed, ..Default::default() });
+    l.frozen = stage.freeze;
+    let r = l.lr_find(&dls, 100)?;
+    std::fs::create_dir_all(&a.out)?;
+    plots::lr_find_png(&r, &a.out.join("lr_find.png")).map_err(anyhow::Error::msg)?;
+    write_json(&a.out.join("lr_find.json"), &r)?;
+    println!("{}", serde_json::json!({"suggestions": r.suggestions, "iterations": r.lrs.len(), "plot": a.out.join("lr_find.png")}));
+    Ok(())
+}
+
+fn ablation(a: &AblationArgs) -> Result<()> {
+    let lr: LrSpec = a.lr.parse().map_err(anyhow::Error::msg)?;
+    let base = Stage { size: a.size, presize: a.presize, epochs: a.epochs, bs: a.bs, lr, seed: a.seed, ..Stage::default() };
+    let mut steps: Vec<(&str, Vec<Stage>)> = Vec::new();
+    let s0 = base.clone();
+    steps.push(("baseline xresnet18", vec![s0.clone()]));
+    let s1 = Stage { oversample: Some(3), ..s0 };
+    steps.push(("+ oversampling", vec![s1.clone()]));
+    let s2 = Stage { merge_val_test: true, ..s1 };
+    steps.push(("+ merged validation", vec![s2.clone()]));
+    let s3 = Stage { normalize: true, ..s2 };
+    steps.push(("+ normalization", vec![s3.clone()]));
+    match &a.pretrained {
+        Some(p) => {
+            let frozen = Stage { arch: cxr_models::Arch::Resnet18, pretrained: Some(p.clone()), freeze: true, lr: LrSpec::Single(2e-3), ..s3 };
+            steps.push(("+ pretrained resnet18 frozen", vec![frozen.clone()]));
+            let unfrozen = Stage { pretrained: None, freeze: false, lr: LrSpec::Range(1e-6, 1e-4), ..frozen.clone() };
+            steps.push(("+ unfreeze (1e-6..1e-4)", vec![frozen.clone(), unfrozen.clone()]));
+            let big = (a.size * 3 / 2).min(a.presize);
+            let rf = Stage { size: big, freeze: true, lr: LrSpec::Single(1e-3), ..unfrozen.clone() };
+            let ru = Stage { size: big, freeze: false, lr: LrSpec::Range(1e-6, 1e-4), ..unfrozen.clone() };
+            steps.push(("+ progressive resize", vec![frozen, unfrozen, rf, ru]));
+        }
+        None => eprintln!(
+            "note: no --pretrained weights: the pretrained, unfreeze and progressive-resize steps are skipped (scripts/fetch-weights.sh gets them)"
+        ),
+    }
+    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let mut rows = Vec::new();
+    for (i, (name, stages)) in steps.into_iter().enumerate() {
+        eprintln!("\n### step {}: {name}", i + 1);
+        let recipe = Recipe { name: name.into(), description: String::new(), stages };
+        let mut progress = Progress::new(true);
+        let mut hook = |e: &cxr_service::train::RunEvent| progress.on(e);
+        let out = a.out.join(format!("step{}", i + 1));
+        let s = run_recipe(&a.data, &recipe, &out, RunOptions { device: device.clone(), resume: false, workers: 0, hook: &mut hook })?;
+        rows.push((name, s.report.accuracy, s.report.f1, s.report.precision, s.report.recall, s.report.auc, s.report.n, s.seconds));
+    }
+    println!("\n| step | accuracy | f1 | precision | recall | auc | n valid | seconds |\n|---|---|---|---|---|---|---|---|");
+    for (name, acc, f1, p, r, auc, n, secs) in rows {
+        println!("| {name} | {acc:.4} | {f1:.4} | {p:.4} | {r:.4} | {auc:.4} | {n} | {secs:.0} |");
+    }
+    Ok(())
+}

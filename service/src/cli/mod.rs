@@ -1,0 +1,182 @@
+//! The command line: parses arguments and calls the library; errors become a
+//! message on stderr and a non-zero exit.
+
+mod commands;
+mod progress;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cxr", version, about = "Chest X-ray classification (NORMAL vs PNEUMONIA): fine-tune, evaluate, serve")]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "CXR_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model (one stage from flags, or several with --recipe).
+    Train(TrainArgs),
+    /// Sweep the learning rate (fastai's lr_find) and suggest one.
+    LrFind(TrainArgs),
+    /// Score a model on a labelled folder; prints the report as JSON.
+    Evaluate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Classify image files; prints one JSON line per file.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Confusion matrix, classification report, top losses with Grad-CAM overlays.
+    Interpret {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "valid")]
+        split: String,
+        #[arg(long, default_value_t = 9)]
+        top_k: usize,
+        /// Output folder (default: MODEL/interpret).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Run the recipe's tricks cumulatively and print a table of metrics per step.
+    Ablation(AblationArgs),
+    /// Export a trained model (ONNX).
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "onnx")]
+        format: String,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    /// Dataset folder in the Kaggle layout (train|val|test/NORMAL|PNEUMONIA).
+    #[arg(long, env = "CXR_DATA")]
+    pub data: PathBuf,
+    /// A recipe: a TOML file or a built-in name (seed, cpu-quick, bench).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    #[arg(long, default_value = "xresnet18")]
+    pub arch: String,
+    /// ImageNet weights for resnet18 (.pth, .safetensors or .onnx).
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    #[arg(long, default_value_t = 512)]
+    pub presize: u32,
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub bs: usize,
+    /// One learning rate, or lo..hi spread over the parameter groups.
+    #[arg(long, default_value = "3e-3")]
+    pub lr: String,
+    #[arg(long)]
+    pub freeze: bool,
+    #[arg(long)]
+    pub oversample: Option<usize>,
+    #[arg(long)]
+    pub merge_val_test: bool,
+    #[arg(long)]
+    pub normalize: bool,
+    #[arg(long)]
+    pub label_smoothing: bool,
+    #[arg(long)]
+    pub mixup: bool,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    #[arg(long, default_value_t = 0.01)]
+    pub wd: f64,
+    /// Run lr_find before fitting (writes lr_find.png).
+    #[arg(long)]
+    pub lr_find: bool,
+    /// Run directory (model, metrics, reports, checkpoint).
+    #[arg(long, default_value = "runs/latest")]
+    pub out: PathBuf,
+    /// Continue from the last completed epoch in --out.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Loader threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Print no progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct AblationArgs {
+    #[arg(long, env = "CXR_DATA")]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    pub size: u32,
+    #[arg(long, default_value_t = 256)]
+    pub presize: u32,
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub bs: usize,
+    #[arg(long, default_value = "3e-3")]
+    pub lr: String,
+    /// ImageNet weights for the pretrained steps; without them those steps are skipped.
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "runs/ablation")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match commands::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CXR_LOG").unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
