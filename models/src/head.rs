@@ -32,9 +32,23 @@ pub enum Head {
 }
 
 impl Head {
-    pub fn new(ps: &mut ParamStore, kind: HeadKind, c_in: usize, hidden: usize, n_classes: usize, seed: u64) -> Result<Self> {
+    pub fn new(
+        ps: &mut ParamStore,
+        kind: HeadKind,
+        c_in: usize,
+        hidden: usize,
+        n_classes: usize,
+        seed: u64,
+    ) -> Result<Self> {
         Ok(match kind {
-            HeadKind::Linear => Head::Linear(Linear::new(ps, "fc", c_in, n_classes, true, Init::TorchDefault)?),
+            HeadKind::Linear => Head::Linear(Linear::new(
+                ps,
+                "fc",
+                c_in,
+                n_classes,
+                true,
+                Init::TorchDefault,
+            )?),
             HeadKind::Fastai => Head::Fastai {
                 bn1: BatchNorm::new(ps, "head.2", 2 * c_in, false)?,
                 drop1: Dropout::new(0.25, seed ^ 0x5eed_0001),
@@ -58,7 +72,14 @@ impl Head {
         let x = self.pool(feats)?;
         match self {
             Head::Linear(fc) => fc.forward(&x),
-            Head::Fastai { bn1, drop1, lin1, bn2, drop2, lin2 } => {
+            Head::Fastai {
+                bn1,
+                drop1,
+                lin1,
+                bn2,
+                drop2,
+                lin2,
+            } => {
                 let x = drop1.forward_t(&bn1.forward_t(&x, train)?, train)?;
                 let x = lin1.forward(&x)?.relu()?;
                 let x = drop2.forward_t(&bn2.forward_t(&x, train)?, train)?;

@@ -30,7 +30,9 @@ impl std::str::FromStr for Arch {
         match s.to_ascii_lowercase().as_str() {
             "resnet18" => Ok(Arch::Resnet18),
             "xresnet18" => Ok(Arch::Xresnet18),
-            other => Err(format!("unknown architecture {other:?} (expected resnet18 or xresnet18)")),
+            other => Err(format!(
+                "unknown architecture {other:?} (expected resnet18 or xresnet18)"
+            )),
         }
     }
 }
@@ -92,7 +94,10 @@ pub struct Network {
 impl Network {
     pub fn new(config: NetConfig, device: &Device, seed: u64) -> Result<Self> {
         if config.n_classes < 2 {
-            candle_core::bail!("a classifier needs at least 2 classes, got {}", config.n_classes)
+            candle_core::bail!(
+                "a classifier needs at least 2 classes, got {}",
+                config.n_classes
+            )
         }
         let mut ps = ParamStore::new(device, seed);
         let (body, c) = match config.arch {
@@ -107,8 +112,20 @@ impl Network {
                 (Body::XResNet(b), c)
             }
         };
-        let head = Head::new(&mut ps, config.head, c, config.head_hidden, config.n_classes, seed)?;
-        Ok(Self { config, params: ps, body, head })
+        let head = Head::new(
+            &mut ps,
+            config.head,
+            c,
+            config.head_hidden,
+            config.n_classes,
+            seed,
+        )?;
+        Ok(Self {
+            config,
+            params: ps,
+            body,
+            head,
+        })
     }
 
     pub fn device(&self) -> &Device {

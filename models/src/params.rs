@@ -76,7 +76,10 @@ impl ParamStore {
         let shape: Shape = shape.into();
         if let Some(e) = self.entries.get(name) {
             if e.var.shape() != &shape {
-                candle_core::bail!("parameter {name} exists with shape {:?}, wanted {shape:?}", e.var.shape())
+                candle_core::bail!(
+                    "parameter {name} exists with shape {:?}, wanted {shape:?}",
+                    e.var.shape()
+                )
             }
             return Ok(e.var.clone());
         }
@@ -99,7 +102,11 @@ impl ParamStore {
     fn draw(&self, shape: &Shape, init: Init) -> Vec<f32> {
         let n = shape.elem_count();
         let dims = shape.dims();
-        let fan_in: usize = if dims.len() > 1 { dims[1..].iter().product() } else { dims.first().copied().unwrap_or(1) };
+        let fan_in: usize = if dims.len() > 1 {
+            dims[1..].iter().product()
+        } else {
+            dims.first().copied().unwrap_or(1)
+        };
         let mut rng = match self.rng.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -112,7 +119,9 @@ impl ParamStore {
             }
             Init::TorchDefault => {
                 let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+                (0..n)
+                    .map(|_| rng.random_range(-bound..bound) as f32)
+                    .collect()
             }
         }
     }
@@ -128,12 +137,16 @@ impl ParamStore {
 
     /// `(name, entry)` in creation order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.order.iter().filter_map(|n| self.entries.get(n).map(|e| (n.as_str(), e)))
+        self.order
+            .iter()
+            .filter_map(|n| self.entries.get(n).map(|e| (n.as_str(), e)))
     }
 
     /// All tensors (parameters and buffers), detached, by name: what a checkpoint holds.
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
-        self.iter().map(|(n, e)| (n.to_string(), e.var.as_detached_tensor())).collect()
+        self.iter()
+            .map(|(n, e)| (n.to_string(), e.var.as_detached_tensor()))
+            .collect()
     }
 
     /// Overwrites `name` with `value` (same shape; converted to the stored dtype and device).
@@ -155,7 +168,8 @@ impl ParamStore {
 
     /// Saves every tensor as safetensors, through a temporary file and a rename.
     pub fn save_safetensors(&self, path: &std::path::Path) -> Result<()> {
-        let tensors: std::collections::HashMap<String, Tensor> = self.tensors().into_iter().collect();
+        let tensors: std::collections::HashMap<String, Tensor> =
+            self.tensors().into_iter().collect();
         let tmp = path.with_extension("safetensors.tmp");
         candle_core::safetensors::save(&tensors, &tmp)?;
         std::fs::rename(&tmp, path)?;
@@ -164,7 +178,10 @@ impl ParamStore {
 
     /// Total number of trainable scalars.
     pub fn n_params(&self) -> usize {
-        self.iter().filter(|(_, e)| e.kind == Kind::Param).map(|(_, e)| e.var.elem_count()).sum()
+        self.iter()
+            .filter(|(_, e)| e.kind == Kind::Param)
+            .map(|(_, e)| e.var.elem_count())
+            .sum()
     }
 
     pub fn dtype(&self) -> DType {

@@ -184,9 +184,9 @@ pub fn decode_gray(bytes: &[u8], limits: DecodeLimits) -> Result<GrayImage, Prep
 pub fn to_gray(img: DynamicImage) -> GrayImage {
     match img {
         DynamicImage::ImageLuma8(g) => g,
-        DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) => {
-            img.to_luma8()
-        }
+        DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_) => img.to_luma8(),
         other => {
             let rgb = other.to_rgb8();
             let (w, h) = rgb.dimensions();
@@ -208,7 +208,11 @@ fn luma601(r: u8, g: u8, b: u8) -> u8 {
 
 /// Squish-resizes a grayscale image to `width` x `height` (aspect ratio not kept),
 /// with a bilinear convolution filter (antialiased when shrinking, as PIL).
-pub fn squish_resize(img: &GrayImage, width: u32, height: u32) -> Result<GrayImage, PreprocessError> {
+pub fn squish_resize(
+    img: &GrayImage,
+    width: u32,
+    height: u32,
+) -> Result<GrayImage, PreprocessError> {
     if width == 0 || height == 0 {
         return Err(PreprocessError::Resize(format!(
             "target size {width}x{height} has a zero side"
@@ -222,18 +226,23 @@ pub fn squish_resize(img: &GrayImage, width: u32, height: u32) -> Result<GrayIma
         .map_err(|e| PreprocessError::Resize(e.to_string()))?;
     let mut dst = fr::images::Image::new(width, height, fr::PixelType::U8);
     let mut resizer = fr::Resizer::new();
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
     resizer
         .resize(&src, &mut dst, &options)
         .map_err(|e| PreprocessError::Resize(e.to_string()))?;
-    GrayImage::from_raw(width, height, dst.into_vec())
-        .ok_or_else(|| PreprocessError::Resize("resizer returned a buffer of the wrong size".into()))
+    GrayImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| {
+        PreprocessError::Resize("resizer returned a buffer of the wrong size".into())
+    })
 }
 
 /// Bytes -> `size*size` grayscale u8 pixels, row-major: the model input before
 /// normalisation. This is what the browser computes locally and uploads.
-pub fn preprocess_u8(bytes: &[u8], spec: &PreprocessSpec, limits: DecodeLimits) -> Result<Vec<u8>, PreprocessError> {
+pub fn preprocess_u8(
+    bytes: &[u8],
+    spec: &PreprocessSpec,
+    limits: DecodeLimits,
+) -> Result<Vec<u8>, PreprocessError> {
     spec.validate()?;
     let gray = decode_gray(bytes, limits)?;
     Ok(squish_resize(&gray, spec.size, spec.size)?.into_raw())
@@ -258,7 +267,11 @@ pub fn normalize(gray: &[u8], spec: &PreprocessSpec) -> Result<Vec<f32>, Preproc
 }
 
 /// Bytes -> normalised CHW f32 input, the full eval-time rule.
-pub fn preprocess(bytes: &[u8], spec: &PreprocessSpec, limits: DecodeLimits) -> Result<Vec<f32>, PreprocessError> {
+pub fn preprocess(
+    bytes: &[u8],
+    spec: &PreprocessSpec,
+    limits: DecodeLimits,
+) -> Result<Vec<f32>, PreprocessError> {
     let gray = preprocess_u8(bytes, spec, limits)?;
     normalize(&gray, spec)
 }
@@ -284,7 +297,10 @@ mod tests {
 
     #[test]
     fn png_gray_becomes_size_squared_bytes() {
-        let bytes = encode(&DynamicImage::ImageLuma8(gradient(300, 200)), ImageFormat::Png);
+        let bytes = encode(
+            &DynamicImage::ImageLuma8(gradient(300, 200)),
+            ImageFormat::Png,
+        );
         let out = preprocess_u8(&bytes, &spec(64), DecodeLimits::default()).unwrap();
         assert_eq!(out.len(), 64 * 64);
         assert!(out.iter().any(|&p| p > 100) && out.iter().any(|&p| p < 50));
@@ -316,7 +332,11 @@ mod tests {
         assert!((out[1] - 2.0).abs() < 1e-6);
         assert_eq!(
             normalize(&[0, 1, 2], &s),
-            Err(PreprocessError::TensorSize { expected: 4, got: 3, size: 2 })
+            Err(PreprocessError::TensorSize {
+                expected: 4,
+                got: 3,
+                size: 2
+            })
         );
     }
 
@@ -324,30 +344,49 @@ mod tests {
     fn rejects_bad_bytes() {
         let l = DecodeLimits::default();
         assert_eq!(decode_gray(&[], l), Err(PreprocessError::Empty));
-        assert_eq!(decode_gray(b"hello, not an image", l), Err(PreprocessError::UnknownFormat));
+        assert_eq!(
+            decode_gray(b"hello, not an image", l),
+            Err(PreprocessError::UnknownFormat)
+        );
         let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;";
         assert_eq!(decode_gray(gif, l), Err(PreprocessError::UnknownFormat));
-        let full = encode(&DynamicImage::ImageLuma8(gradient(200, 200)), ImageFormat::Jpeg);
+        let full = encode(
+            &DynamicImage::ImageLuma8(gradient(200, 200)),
+            ImageFormat::Jpeg,
+        );
         for cut in [3, 20, full.len() / 2] {
             let r = decode_gray(&full[..cut], l);
             assert!(r.is_err(), "truncated jpeg of {cut} bytes decoded");
         }
-        let png = encode(&DynamicImage::ImageLuma8(gradient(200, 200)), ImageFormat::Png);
+        let png = encode(
+            &DynamicImage::ImageLuma8(gradient(200, 200)),
+            ImageFormat::Png,
+        );
         assert!(decode_gray(&png[..png.len() / 2], l).is_err());
     }
 
     #[test]
     fn rejects_oversized_before_decoding() {
-        let bytes = encode(&DynamicImage::ImageLuma8(gradient(100, 100)), ImageFormat::Png);
+        let bytes = encode(
+            &DynamicImage::ImageLuma8(gradient(100, 100)),
+            ImageFormat::Png,
+        );
         let err = decode_gray(&bytes, DecodeLimits { max_pixels: 9_999 }).unwrap_err();
-        assert!(matches!(err, PreprocessError::TooLarge { pixels: 10_000, .. }));
+        assert!(matches!(
+            err,
+            PreprocessError::TooLarge { pixels: 10_000, .. }
+        ));
         // A PNG header declaring 100000 x 100000 pixels with no data behind it.
         let mut bomb = bytes[..8].to_vec();
         let mut ihdr = Vec::new();
         ihdr.extend(100_000u32.to_be_bytes());
         ihdr.extend(100_000u32.to_be_bytes());
         ihdr.extend([8, 0, 0, 0, 0]);
-        for (kind, data) in [(&b"IHDR"[..], ihdr), (b"IDAT", vec![0x78, 0x9c, 0x03, 0x00]), (b"IEND", vec![])] {
+        for (kind, data) in [
+            (&b"IHDR"[..], ihdr),
+            (b"IDAT", vec![0x78, 0x9c, 0x03, 0x00]),
+            (b"IEND", vec![]),
+        ] {
             let mut body = kind.to_vec();
             body.extend(&data);
             bomb.extend((data.len() as u32).to_be_bytes());
@@ -374,7 +413,11 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

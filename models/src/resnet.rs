@@ -21,18 +21,42 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(ps: &mut ParamStore, name: &str, c_in: usize, c_out: usize, stride: usize) -> Result<Self> {
+    fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let init = Init::KaimingNormal;
         let downsample = if stride != 1 || c_in != c_out {
             Some((
-                Conv2d::new(ps, &format!("{name}.downsample.0"), c_in, c_out, 1, stride, 0, init)?,
+                Conv2d::new(
+                    ps,
+                    &format!("{name}.downsample.0"),
+                    c_in,
+                    c_out,
+                    1,
+                    stride,
+                    0,
+                    init,
+                )?,
                 BatchNorm::new(ps, &format!("{name}.downsample.1"), c_out, false)?,
             ))
         } else {
             None
         };
         Ok(Self {
-            conv1: Conv2d::new(ps, &format!("{name}.conv1"), c_in, c_out, 3, stride, 1, init)?,
+            conv1: Conv2d::new(
+                ps,
+                &format!("{name}.conv1"),
+                c_in,
+                c_out,
+                3,
+                stride,
+                1,
+                init,
+            )?,
             bn1: BatchNorm::new(ps, &format!("{name}.bn1"), c_out, false)?,
             conv2: Conv2d::new(ps, &format!("{name}.conv2"), c_out, c_out, 3, 1, 1, init)?,
             bn2: BatchNorm::new(ps, &format!("{name}.bn2"), c_out, false)?,
@@ -88,7 +112,12 @@ impl ResNet18Body {
             layers.push(vec![b0, b1]);
             c_in = w;
         }
-        Ok(Self { conv1, bn1, layers, widths })
+        Ok(Self {
+            conv1,
+            bn1,
+            layers,
+            widths,
+        })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

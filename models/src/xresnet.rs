@@ -21,9 +21,26 @@ pub(crate) struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(ps: &mut ParamStore, name: &str, c_in: usize, c_out: usize, k: usize, stride: usize, zero_bn: bool) -> Result<Self> {
+    fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        zero_bn: bool,
+    ) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::new(ps, &format!("{name}.conv"), c_in, c_out, k, stride, k / 2, Init::KaimingNormal)?,
+            conv: Conv2d::new(
+                ps,
+                &format!("{name}.conv"),
+                c_in,
+                c_out,
+                k,
+                stride,
+                k / 2,
+                Init::KaimingNormal,
+            )?,
             bn: BatchNorm::new(ps, &format!("{name}.bn"), c_out, zero_bn)?,
         })
     }
@@ -44,16 +61,39 @@ pub(crate) struct XBlock {
 }
 
 impl XBlock {
-    fn new(ps: &mut ParamStore, name: &str, c_in: usize, c_out: usize, stride: usize) -> Result<Self> {
+    fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let init = Init::KaimingNormal;
         Ok(Self {
-            conv1: Conv2d::new(ps, &format!("{name}.conv1"), c_in, c_out, 3, stride, 1, init)?,
+            conv1: Conv2d::new(
+                ps,
+                &format!("{name}.conv1"),
+                c_in,
+                c_out,
+                3,
+                stride,
+                1,
+                init,
+            )?,
             bn1: BatchNorm::new(ps, &format!("{name}.bn1"), c_out, false)?,
             conv2: Conv2d::new(ps, &format!("{name}.conv2"), c_out, c_out, 3, 1, 1, init)?,
             bn2: BatchNorm::new(ps, &format!("{name}.bn2"), c_out, true)?,
             pool: stride != 1,
             shortcut: if c_in != c_out {
-                Some(ConvBn::new(ps, &format!("{name}.shortcut"), c_in, c_out, 1, 1, false)?)
+                Some(ConvBn::new(
+                    ps,
+                    &format!("{name}.shortcut"),
+                    c_in,
+                    c_out,
+                    1,
+                    1,
+                    false,
+                )?)
             } else {
                 None
             },
@@ -63,7 +103,11 @@ impl XBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
         let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
-        let mut id = if self.pool { avg_pool2_ceil(x)? } else { x.clone() };
+        let mut id = if self.pool {
+            avg_pool2_ceil(x)?
+        } else {
+            x.clone()
+        };
         if let Some(s) = &self.shortcut {
             id = s.forward_t(&id, train)?;
         }
@@ -85,7 +129,15 @@ impl XResNet18Body {
         let mut c_in = 3;
         for (i, &c) in STEM.iter().enumerate() {
             let c = if i == 2 { widths[0] } else { c };
-            stem.push(ConvBn::new(ps, &format!("stem.{i}"), c_in, c, 3, if i == 0 { 2 } else { 1 }, false)?);
+            stem.push(ConvBn::new(
+                ps,
+                &format!("stem.{i}"),
+                c_in,
+                c,
+                3,
+                if i == 0 { 2 } else { 1 },
+                false,
+            )?);
             c_in = c;
         }
         let mut layers = Vec::new();
@@ -97,7 +149,11 @@ impl XResNet18Body {
             layers.push(vec![b0, b1]);
             c_in = w;
         }
-        Ok(Self { stem, layers, widths })
+        Ok(Self {
+            stem,
+            layers,
+            widths,
+        })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

@@ -43,15 +43,36 @@ fn overfit(arch: Arch, head: HeadKind) -> (usize, f32) {
         head_hidden: 64,
     };
     let net = Network::new(cfg, &Device::Cpu, 42).unwrap();
-    let vars: Vec<_> = net.param_groups().into_iter().flatten().map(|p| p.var).collect();
-    let mut opt = AdamW::new(vars, ParamsAdamW { lr: 3e-3, weight_decay: 0.0, ..Default::default() }).unwrap();
+    let vars: Vec<_> = net
+        .param_groups()
+        .into_iter()
+        .flatten()
+        .map(|p| p.var)
+        .collect();
+    let mut opt = AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: 3e-3,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (x, y) = images();
     for step in 1..=60 {
         let logits = net.forward_t(&x, true).unwrap();
         let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
         opt.backward_step(&loss).unwrap();
         let pred = net.forward_t(&x, false).unwrap().argmax(D::Minus1).unwrap();
-        let correct = pred.eq(&y).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let correct = pred
+            .eq(&y)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         if correct == 16.0 && step >= 5 {
             return (step, loss.to_scalar::<f32>().unwrap());
         }

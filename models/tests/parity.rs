@@ -4,13 +4,17 @@
 use candle_core::{DType, Device, Tensor, D};
 use cxr_models::head::HeadKind;
 use cxr_models::layers::{avg_pool2_ceil, max_pool_3x3_s2_p1};
-use cxr_models::weights::{export_onnx, load_model, load_pretrained, read_tensors, save_model, ModelCard, WeightsError};
+use cxr_models::weights::{
+    export_onnx, load_model, load_pretrained, read_tensors, save_model, ModelCard, WeightsError,
+};
 use cxr_models::{Arch, NetConfig, Network};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn io(name: &str) -> HashMap<String, Tensor> {
@@ -28,18 +32,39 @@ fn w8_config() -> NetConfig {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     max_abs_diff(a, b) / scale.max(1e-12)
 }
 
 fn loaded_w8(file: &str) -> Network {
     let net = Network::new(w8_config(), &Device::Cpu, 0).unwrap();
     let report = load_pretrained(&net, &fixture(file)).unwrap();
-    assert!(report.new.is_empty(), "fc has the same shape, so nothing is new: {}", report.summary());
+    assert!(
+        report.new.is_empty(),
+        "fc has the same shape, so nothing is new: {}",
+        report.summary()
+    );
     assert!(report.loaded.len() > 100, "{}", report.summary());
     net
 }
@@ -83,7 +108,9 @@ fn train_mode_forward_loss_gradients_and_running_stats_match_pytorch() {
     for (key, want) in &t {
         if let Some(name) = key.strip_prefix("grad.") {
             let var = &net.params().get(name).unwrap().var;
-            let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let got = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
             let e = rel_err(got, want);
             assert!(e < 1e-3, "gradient of {name}: rel err {e}");
             checked += 1;
@@ -102,14 +129,23 @@ fn train_mode_forward_loss_gradients_and_running_stats_match_pytorch() {
 fn max_pool_and_avg_pool_match_pytorch_forward_and_backward() {
     let t = io("pool_io.safetensors");
     for (case, f) in [
-        ("maxpool", max_pool_3x3_s2_p1 as fn(&Tensor) -> candle_core::Result<Tensor>),
+        (
+            "maxpool",
+            max_pool_3x3_s2_p1 as fn(&Tensor) -> candle_core::Result<Tensor>,
+        ),
         ("maxpool8", max_pool_3x3_s2_p1),
         ("avgpool", avg_pool2_ceil),
     ] {
         let x = candle_core::Var::from_tensor(&t[&format!("{case}.input")]).unwrap();
         let y = f(x.as_tensor()).unwrap();
-        assert!(max_abs_diff(&y, &t[&format!("{case}.output")]) < 1e-6, "{case} forward");
-        let l = (y * &t[&format!("{case}.weight")]).unwrap().sum_all().unwrap();
+        assert!(
+            max_abs_diff(&y, &t[&format!("{case}.output")]) < 1e-6,
+            "{case} forward"
+        );
+        let l = (y * &t[&format!("{case}.weight")])
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let g = l.backward().unwrap();
         let gx = g.get(x.as_tensor()).unwrap();
         let d = max_abs_diff(gx, &t[&format!("{case}.grad_input")]);
@@ -164,24 +200,47 @@ fn loaded_w8_from(path: &std::path::Path) -> Network {
 fn wrong_architecture_and_shape_mismatch_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     // A ResNet34-like file: a third block in layer1.
-    let mut tensors: HashMap<String, Tensor> = read_tensors(&fixture("resnet18_w8.safetensors")).unwrap().into_iter().collect();
-    tensors.insert("layer1.2.conv1.weight".into(), Tensor::zeros((8, 8, 3, 3), DType::F32, &Device::Cpu).unwrap());
+    let mut tensors: HashMap<String, Tensor> = read_tensors(&fixture("resnet18_w8.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    tensors.insert(
+        "layer1.2.conv1.weight".into(),
+        Tensor::zeros((8, 8, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+    );
     let p34 = dir.path().join("r34.safetensors");
     candle_core::safetensors::save(&tensors, &p34).unwrap();
     let net = Network::new(w8_config(), &Device::Cpu, 0).unwrap();
     let err = load_pretrained(&net, &p34).unwrap_err();
-    assert!(matches!(err, WeightsError::WrongArchitecture { .. }), "{err}");
+    assert!(
+        matches!(err, WeightsError::WrongArchitecture { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("ResNet34"), "{err}");
     // Full-width network, narrow file.
-    let wide = Network::new(NetConfig { widths: [64, 128, 256, 512], ..w8_config() }, &Device::Cpu, 0).unwrap();
+    let wide = Network::new(
+        NetConfig {
+            widths: [64, 128, 256, 512],
+            ..w8_config()
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
     let err = load_pretrained(&wide, &fixture("resnet18_w8.pth")).unwrap_err();
     assert!(matches!(err, WeightsError::ShapeMismatch { .. }), "{err}");
-    assert!(err.to_string().contains("conv1.weight") || err.to_string().contains("shape mismatch"), "{err}");
+    assert!(
+        err.to_string().contains("conv1.weight") || err.to_string().contains("shape mismatch"),
+        "{err}"
+    );
     // Missing file and unknown extension.
     let err = load_pretrained(&net, &dir.path().join("nope.pth")).unwrap_err();
     assert!(err.to_string().contains("no such file"), "{err}");
     std::fs::write(dir.path().join("w.txt"), "x").unwrap();
-    assert!(matches!(load_pretrained(&net, &dir.path().join("w.txt")), Err(WeightsError::UnknownExtension(_))));
+    assert!(matches!(
+        load_pretrained(&net, &dir.path().join("w.txt")),
+        Err(WeightsError::UnknownExtension(_))
+    ));
     // Garbage in a .pth.
     std::fs::write(dir.path().join("bad.pth"), "not a zip").unwrap();
     assert!(load_pretrained(&net, &dir.path().join("bad.pth")).is_err());
@@ -189,11 +248,24 @@ fn wrong_architecture_and_shape_mismatch_are_clear_errors() {
 
 #[test]
 fn pretrained_body_gets_a_new_fastai_head() {
-    let cfg = NetConfig { n_classes: 2, head: HeadKind::Fastai, head_hidden: 32, ..w8_config() };
+    let cfg = NetConfig {
+        n_classes: 2,
+        head: HeadKind::Fastai,
+        head_hidden: 32,
+        ..w8_config()
+    };
     let net = Network::new(cfg, &Device::Cpu, 0).unwrap();
     let r = load_pretrained(&net, &fixture("resnet18_w8.pth")).unwrap();
-    assert!(r.new.iter().any(|n| n == "head.4.weight"), "{}", r.summary());
-    assert!(r.ignored.iter().any(|n| n == "fc.weight"), "{}", r.summary());
+    assert!(
+        r.new.iter().any(|n| n == "head.4.weight"),
+        "{}",
+        r.summary()
+    );
+    assert!(
+        r.ignored.iter().any(|n| n == "fc.weight"),
+        "{}",
+        r.summary()
+    );
     let t = io("resnet18_w8_io.safetensors");
     let p = net.predict_proba(&t["input"]).unwrap();
     assert_eq!(p.dims(), &[4, 2]);
@@ -204,7 +276,11 @@ fn saved_model_loads_back_identically() {
     let net = loaded_w8("resnet18_w8.pth");
     let dir = tempfile::tempdir().unwrap();
     let spec = cxr_models::preprocess::PreprocessSpec::new(64, [0.5; 3], [0.25; 3]);
-    let card = ModelCard::new(net.config.clone(), vec!["A".into(), "B".into(), "C".into()], spec);
+    let card = ModelCard::new(
+        net.config.clone(),
+        vec!["A".into(), "B".into(), "C".into()],
+        spec,
+    );
     save_model(&net, &card, dir.path()).unwrap();
     let (back, card2) = load_model(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(card, card2);
@@ -229,7 +305,10 @@ fn batch_norm_trains_in_half_precision_with_f32_statistics() {
     let want = {
         let mut ps = ParamStore::new(&Device::Cpu, 0);
         let bn = BatchNorm::new(&mut ps, "bn", 4, false).unwrap();
-        (bn.forward_t(&x, true).unwrap(), bn.running_var.as_tensor().clone())
+        (
+            bn.forward_t(&x, true).unwrap(),
+            bn.running_var.as_tensor().clone(),
+        )
     };
     for dt in [DType::BF16, DType::F16] {
         let mut ps = ParamStore::new(&Device::Cpu, 0);
@@ -242,7 +321,15 @@ fn batch_norm_trains_in_half_precision_with_f32_statistics() {
         // Running statistics stay f32 and match the f32 run closely.
         assert_eq!(bn.running_var.dtype(), DType::F32);
         assert!(rel_err(bn.running_var.as_tensor(), &want.1) < 0.01);
-        let g = y.to_dtype(DType::F32).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = y
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(g.get(bn.weight.as_tensor()).is_some());
         assert!(g.get(xh.as_tensor()).is_some());
         let _ = D::Minus1;

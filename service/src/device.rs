@@ -7,7 +7,9 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
         "cpu" => Ok(Device::Cpu),
         _ if s == "cuda" || s.starts_with("cuda:") => {
             let idx: usize = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse().map_err(|_| format!("bad device {s:?}: expected cuda:N"))?,
+                Some(n) => n
+                    .parse()
+                    .map_err(|_| format!("bad device {s:?}: expected cuda:N"))?,
                 None => 0,
             };
             if !candle_core::utils::cuda_is_available() {
@@ -15,8 +17,11 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
                     "device {s}: this cxr binary was built without CUDA; build it with scripts/build-cuda.sh (cargo --features cuda)"
                 ));
             }
-            Device::new_cuda(idx).map_err(|e| format!("device {s}: no usable NVIDIA GPU or driver ({e})"))
+            Device::new_cuda(idx)
+                .map_err(|e| format!("device {s}: no usable NVIDIA GPU or driver ({e})"))
         }
-        _ => Err(format!("unknown device {s:?} (expected cpu, cuda or cuda:N)")),
+        _ => Err(format!(
+            "unknown device {s:?} (expected cpu, cuda or cuda:N)"
+        )),
     }
 }

@@ -27,7 +27,9 @@ impl std::str::FromStr for Split {
             "test" => Ok(Split::Test),
             "valid" => Ok(Split::Valid),
             "all" => Ok(Split::All),
-            _ => Err(format!("unknown split {s:?} (expected test, val, valid, train or all)")),
+            _ => Err(format!(
+                "unknown split {s:?} (expected test, val, valid, train or all)"
+            )),
         }
     }
 }
@@ -38,7 +40,13 @@ pub fn items(ds: &Dataset, split: Split) -> Vec<Item> {
         Split::Val => ds.val.clone(),
         Split::Test => ds.test.clone(),
         Split::Valid => ds.val.iter().chain(&ds.test).cloned().collect(),
-        Split::All => ds.train.iter().chain(&ds.val).chain(&ds.test).cloned().collect(),
+        Split::All => ds
+            .train
+            .iter()
+            .chain(&ds.val)
+            .chain(&ds.test)
+            .cloned()
+            .collect(),
     }
 }
 
@@ -62,7 +70,10 @@ pub enum EvalError {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error("the model's classes {model:?} differ from the dataset's {data:?}")]
-    Classes { model: Vec<String>, data: Vec<String> },
+    Classes {
+        model: Vec<String>,
+        data: Vec<String>,
+    },
     #[error("no image of the {0:?} split could be read")]
     Empty(Split),
     #[error(transparent)]
@@ -70,10 +81,18 @@ pub enum EvalError {
 }
 
 /// Scores every image of `split` under `root` with `model`.
-pub fn evaluate(model: &Predictor, root: &Path, split: Split, batch: usize) -> Result<Evaluation, EvalError> {
+pub fn evaluate(
+    model: &Predictor,
+    root: &Path,
+    split: Split,
+    batch: usize,
+) -> Result<Evaluation, EvalError> {
     let ds = Dataset::scan(root)?;
     if ds.classes != model.classes() {
-        return Err(EvalError::Classes { model: model.classes().to_vec(), data: ds.classes.clone() });
+        return Err(EvalError::Classes {
+            model: model.classes().to_vec(),
+            data: ds.classes.clone(),
+        });
     }
     let list = items(&ds, split);
     let limits = DecodeLimits::default();
@@ -102,10 +121,19 @@ pub fn evaluate(model: &Predictor, root: &Path, split: Split, batch: usize) -> R
         let grays: Vec<&[u8]> = chunk.iter().map(|(_, g)| g.as_slice()).collect();
         let probs = model.predict_gray(&grays)?;
         for ((it, g), p) in chunk.iter().zip(probs) {
-            scored.push(Scored { path: it.path.clone(), label: it.label as u32, probs: p, gray: g.clone() });
+            scored.push(Scored {
+                path: it.path.clone(),
+                label: it.label as u32,
+                probs: p,
+                gray: g.clone(),
+            });
         }
     }
     let probs: Vec<Vec<f32>> = scored.iter().map(|s| s.probs.clone()).collect();
     let labels: Vec<u32> = scored.iter().map(|s| s.label).collect();
-    Ok(Evaluation { report: report(&probs, &labels, model.classes()), scored, skipped })
+    Ok(Evaluation {
+        report: report(&probs, &labels, model.classes()),
+        scored,
+        skipped,
+    })
 }

@@ -3,7 +3,9 @@
 
 use crate::report::gradcam::{gradcam, GradCam};
 use candle_core::{Device, Tensor};
-use cxr_models::preprocess::{normalize, preprocess_u8, DecodeLimits, PreprocessError, PreprocessSpec};
+use cxr_models::preprocess::{
+    normalize, preprocess_u8, DecodeLimits, PreprocessError, PreprocessSpec,
+};
 use cxr_models::weights::{load_model, ModelCard, WeightsError};
 use cxr_models::Network;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,14 @@ pub enum PredictError {
 impl Predictor {
     pub fn load(dir: &Path, device: &Device) -> Result<Self, WeightsError> {
         let (net, card) = load_model(dir, device)?;
-        card.preprocess.validate().map_err(|e| WeightsError::Format(e.to_string()))?;
-        Ok(Self { net, card, dir: dir.to_path_buf() })
+        card.preprocess
+            .validate()
+            .map_err(|e| WeightsError::Format(e.to_string()))?;
+        Ok(Self {
+            net,
+            card,
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn spec(&self) -> &PreprocessSpec {
@@ -48,7 +56,11 @@ impl Predictor {
         for g in grays {
             data.extend(normalize(g, self.spec())?);
         }
-        Ok(Tensor::from_vec(data, (grays.len(), 3, s, s), self.net.device())?)
+        Ok(Tensor::from_vec(
+            data,
+            (grays.len(), 3, s, s),
+            self.net.device(),
+        )?)
     }
 
     /// Class probabilities for a batch of preprocessed grayscale inputs, in one forward pass.

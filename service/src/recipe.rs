@@ -121,7 +121,8 @@ fn d_wd() -> f64 {
 
 impl Default for Stage {
     fn default() -> Self {
-        serde_json::from_str("{}").unwrap_or_else(|_| unreachable!("all stage fields have defaults"))
+        serde_json::from_str("{}")
+            .unwrap_or_else(|_| unreachable!("all stage fields have defaults"))
     }
 }
 
@@ -131,16 +132,28 @@ impl Stage {
         let name = self.name.clone().unwrap_or_else(|| "stage".into());
         let err = |m: String| Err(format!("{name}: {m}"));
         if self.epochs == 0 || self.epochs > 1000 {
-            return err(format!("epochs must be between 1 and 1000, got {}", self.epochs));
+            return err(format!(
+                "epochs must be between 1 and 1000, got {}",
+                self.epochs
+            ));
         }
         if self.bs < 2 || self.bs > 4096 {
-            return err(format!("bs (batch size) must be between 2 and 4096, got {}", self.bs));
+            return err(format!(
+                "bs (batch size) must be between 2 and 4096, got {}",
+                self.bs
+            ));
         }
         if self.size < 32 || self.size > 1024 {
-            return err(format!("size must be between 32 and 1024 pixels, got {}", self.size));
+            return err(format!(
+                "size must be between 32 and 1024 pixels, got {}",
+                self.size
+            ));
         }
         if self.presize < self.size || self.presize > 2048 {
-            return err(format!("presize must be at least size ({}) and at most 2048, got {}", self.size, self.presize));
+            return err(format!(
+                "presize must be at least size ({}) and at most 2048, got {}",
+                self.size, self.presize
+            ));
         }
         self.lr.validate().or_else(err)?;
         if let Some(k) = self.oversample {
@@ -198,7 +211,8 @@ impl Recipe {
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read recipe {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read recipe {}: {e}", path.display()))?;
         Self::from_toml(&text).map_err(|e| format!("recipe {}: {e}", path.display()))
     }
 

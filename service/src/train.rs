@@ -49,15 +49,26 @@ impl From<FitError> for TrainError {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Io { path: path.to_path_buf(), msg: e.to_string() }
+    TrainError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
 }
 
 /// Progress of a whole run, as the CLI and the job runner see it.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
     Message(String),
-    StageStart { stage: usize, stages: usize, name: String, epochs: usize },
-    Learner { stage: usize, event: Event },
+    StageStart {
+        stage: usize,
+        stages: usize,
+        name: String,
+        epochs: usize,
+    },
+    Learner {
+        stage: usize,
+        event: Event,
+    },
 }
 
 /// One line of `metrics.jsonl`.
@@ -102,10 +113,20 @@ pub struct RunOptions<'a> {
 const CKPT: &str = "checkpoint";
 
 /// Runs every stage of `recipe` on the dataset at `data_dir`, writing `run_dir`.
-pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOptions<'_>) -> Result<RunSummary, TrainError> {
+pub fn run_recipe(
+    data_dir: &Path,
+    recipe: &Recipe,
+    run_dir: &Path,
+    opts: RunOptions<'_>,
+) -> Result<RunSummary, TrainError> {
     let t0 = std::time::Instant::now();
     recipe.validate().map_err(TrainError::Recipe)?;
-    let RunOptions { device, resume, workers, hook } = opts;
+    let RunOptions {
+        device,
+        resume,
+        workers,
+        hook,
+    } = opts;
     std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
     for s in recipe.stages.iter().filter(|s| !s.skip) {
         if let Some(p) = &s.pretrained {
@@ -120,13 +141,18 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
     let ckpt_dir = run_dir.join(CKPT);
     let state: Option<CheckpointState> = if resume {
         let p = ckpt_dir.join("state.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| io_err(&p, format!("no checkpoint to resume from ({e})")))?;
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| io_err(&p, format!("no checkpoint to resume from ({e})")))?;
         Some(serde_json::from_str(&text).map_err(|e| io_err(&p, e))?)
     } else {
         let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
         None
     };
-    let mut metrics: Vec<MetricsLine> = if resume { read_metrics(run_dir) } else { Vec::new() };
+    let mut metrics: Vec<MetricsLine> = if resume {
+        read_metrics(run_dir)
+    } else {
+        Vec::new()
+    };
 
     let mut learner: Option<Learner> = None;
     let mut norm: Option<([f32; 3], [f32; 3])> = None;
@@ -146,8 +172,16 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
         learner = Some(l);
         norm = Some((st.mean, st.std));
         start_stage = st.stage;
-        resume_at = Some((st.epochs_done, OptState { tensors: opt, step: st.opt_step }));
-        metrics.retain(|m| m.stage < st.stage || (m.stage == st.stage && m.metrics.epoch < st.epochs_done));
+        resume_at = Some((
+            st.epochs_done,
+            OptState {
+                tensors: opt,
+                step: st.opt_step,
+            },
+        ));
+        metrics.retain(|m| {
+            m.stage < st.stage || (m.stage == st.stage && m.metrics.epoch < st.epochs_done)
+        });
         hook(&RunEvent::Message(format!(
             "resuming stage {} ({}) after epoch {}",
             st.stage + 1,
@@ -156,15 +190,25 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
         )));
     }
 
-    let active: Vec<usize> = (0..recipe.stages.len()).filter(|&i| !recipe.stages[i].skip).collect();
+    let active: Vec<usize> = (0..recipe.stages.len())
+        .filter(|&i| !recipe.stages[i].skip)
+        .collect();
     let mut last_stage = None;
     for (k, &si) in active.iter().enumerate() {
         if si < start_stage {
             continue;
         }
         let stage = &recipe.stages[si];
-        let name = stage.name.clone().unwrap_or_else(|| format!("stage {}", k + 1));
-        if !hook(&RunEvent::StageStart { stage: si, stages: recipe.stages.len(), name: name.clone(), epochs: stage.epochs }) {
+        let name = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage {}", k + 1));
+        if !hook(&RunEvent::StageStart {
+            stage: si,
+            stages: recipe.stages.len(),
+            name: name.clone(),
+            epochs: stage.epochs,
+        }) {
             return Err(TrainError::Cancelled);
         }
         // Data: rebuild when the cached images would differ, else only resize.
@@ -188,10 +232,16 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
             None => true,
         };
         if rebuild {
-            hook(&RunEvent::Message(format!("presizing images to {0}x{0}", stage.presize)));
+            hook(&RunEvent::Message(format!(
+                "presizing images to {0}x{0}",
+                stage.presize
+            )));
             let d = DataLoaders::new(&ds, want.clone())?;
             for (p, why) in d.skipped() {
-                hook(&RunEvent::Message(format!("skipped {}: {why}", p.display())));
+                hook(&RunEvent::Message(format!(
+                    "skipped {}: {why}",
+                    p.display()
+                )));
             }
             dls = Some((d, want));
         } else if let Some((d, o)) = dls.as_mut() {
@@ -200,7 +250,9 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
                 o.size = stage.size;
             }
         }
-        let Some((d, _)) = dls.as_mut() else { unreachable!("loaders were just built") };
+        let Some((d, _)) = dls.as_mut() else {
+            unreachable!("loaders were just built")
+        };
         // Normalisation: fixed at the first stage so the model always sees the same scale.
         let stats = match norm {
             Some(n) => n,
@@ -212,7 +264,10 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
                 } else {
                     ([0.0; 3], [1.0; 3])
                 };
-                hook(&RunEvent::Message(format!("normalisation mean {:.4?} std {:.4?}", n.0, n.1)));
+                hook(&RunEvent::Message(format!(
+                    "normalisation mean {:.4?} std {:.4?}",
+                    n.0, n.1
+                )));
                 norm = Some(n);
                 n
             }
@@ -224,7 +279,9 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
             None => false,
         };
         let mut l = if carry {
-            let Some(mut l) = learner.take() else { unreachable!("checked above") };
+            let Some(mut l) = learner.take() else {
+                unreachable!("checked above")
+            };
             l.opts = learner_options(stage);
             l
         } else {
@@ -232,7 +289,11 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
             let net = Network::new(cfg, &device, stage.seed)?;
             if let Some(p) = &stage.pretrained {
                 let r = load_pretrained(&net, p)?;
-                hook(&RunEvent::Message(format!("{}: {}", p.display(), r.summary())));
+                hook(&RunEvent::Message(format!(
+                    "{}: {}",
+                    p.display(),
+                    r.summary()
+                )));
             }
             Learner::new(net, learner_options(stage))
         };
@@ -251,40 +312,71 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
             Some((e, s)) if si == start_stage => (e, Some(s)),
             _ => (0, None),
         };
-        let mut learner_hook = |e: &Event| hook(&RunEvent::Learner { stage: si, event: e.clone() });
+        let mut learner_hook = |e: &Event| {
+            hook(&RunEvent::Learner {
+                stage: si,
+                event: e.clone(),
+            })
+        };
         let metrics_path = run_dir.join("metrics.jsonl");
         let recipe_c = recipe.clone();
         let size = stage.size;
         let stage_name = name.clone();
         let mut new_lines: Vec<MetricsLine> = Vec::new();
         let ckpt = &ckpt_dir;
-        let mut checkpoint = |epochs_done: usize, l: &Learner, opt: &crate::learner::optim::AdamW| -> Result<(), FitError> {
-            save_checkpoint(ckpt, l, opt, CheckpointState {
-                stage: si,
-                epochs_done,
-                net: l.net.config.clone(),
-                mean: stats.0,
-                std: stats.1,
-                opt_step: 0,
-                recipe: recipe_c.clone(),
-            })
+        let mut checkpoint = |epochs_done: usize,
+                              l: &Learner,
+                              opt: &crate::learner::optim::AdamW|
+         -> Result<(), FitError> {
+            save_checkpoint(
+                ckpt,
+                l,
+                opt,
+                CheckpointState {
+                    stage: si,
+                    epochs_done,
+                    net: l.net.config.clone(),
+                    mean: stats.0,
+                    std: stats.1,
+                    opt_step: 0,
+                    recipe: recipe_c.clone(),
+                },
+            )
             .map_err(|e| FitError::Other(e.to_string()))
         };
-        let res = l.fit_one_cycle(d, stage.epochs, stage.lr, start_epoch, opt_state, &mut |e: &Event| {
-            if let Event::Epoch(m) = e {
-                let line = MetricsLine { stage: si, stage_name: stage_name.clone(), size, metrics: m.clone() };
-                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path) {
-                    if let Ok(s) = serde_json::to_string(&line) {
-                        let _ = writeln!(f, "{s}");
+        let res = l.fit_one_cycle(
+            d,
+            stage.epochs,
+            stage.lr,
+            start_epoch,
+            opt_state,
+            &mut |e: &Event| {
+                if let Event::Epoch(m) = e {
+                    let line = MetricsLine {
+                        stage: si,
+                        stage_name: stage_name.clone(),
+                        size,
+                        metrics: m.clone(),
+                    };
+                    if let Ok(mut f) = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&metrics_path)
+                    {
+                        if let Ok(s) = serde_json::to_string(&line) {
+                            let _ = writeln!(f, "{s}");
+                        }
                     }
+                    new_lines.push(line);
                 }
-                new_lines.push(line);
-            }
-            learner_hook(e)
-        }, &mut checkpoint);
+                learner_hook(e)
+            },
+            &mut checkpoint,
+        );
         metrics.extend(new_lines);
         res?;
-        plots::losses_png(&l.batch_losses, &metrics, &run_dir.join("losses.png")).map_err(|e| io_err(run_dir, e))?;
+        plots::losses_png(&l.batch_losses, &metrics, &run_dir.join("losses.png"))
+            .map_err(|e| io_err(run_dir, e))?;
         last_stage = Some(si);
         learner = Some(l);
     }
@@ -294,14 +386,27 @@ pub fn run_recipe(data_dir: &Path, recipe: &Recipe, run_dir: &Path, opts: RunOpt
     let stage: &Stage = &recipe.stages[si];
     let report = l.valid_report(&d)?;
     let (mean, std) = norm.unwrap_or(([0.0; 3], [1.0; 3]));
-    let mut card = ModelCard::new(l.net.config.clone(), d.classes().to_vec(), PreprocessSpec::new(stage.size, mean, std));
+    let mut card = ModelCard::new(
+        l.net.config.clone(),
+        d.classes().to_vec(),
+        PreprocessSpec::new(stage.size, mean, std),
+    );
     card.metrics = serde_json::to_value(&report).unwrap_or_default();
     card.training = serde_json::json!({ "recipe": recipe, "data": data_dir.display().to_string() });
     card.created_at = chrono::Utc::now().to_rfc3339();
     save_model(&l.net, &card, run_dir)?;
     write_json(&run_dir.join("report.json"), &report)?;
-    plots::confusion_png(&report.confusion_matrix, &run_dir.join("confusion_matrix.png")).map_err(|e| io_err(run_dir, e))?;
-    Ok(RunSummary { run_dir: run_dir.to_path_buf(), report, metrics, seconds: t0.elapsed().as_secs_f64() })
+    plots::confusion_png(
+        &report.confusion_matrix,
+        &run_dir.join("confusion_matrix.png"),
+    )
+    .map_err(|e| io_err(run_dir, e))?;
+    Ok(RunSummary {
+        run_dir: run_dir.to_path_buf(),
+        report,
+        metrics,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 fn learner_options(stage: &Stage) -> LearnerOptions {
@@ -314,9 +419,16 @@ fn learner_options(stage: &Stage) -> LearnerOptions {
     }
 }
 
-fn save_checkpoint(dir: &Path, l: &Learner, opt: &crate::learner::optim::AdamW, mut state: CheckpointState) -> Result<(), TrainError> {
+fn save_checkpoint(
+    dir: &Path,
+    l: &Learner,
+    opt: &crate::learner::optim::AdamW,
+    mut state: CheckpointState,
+) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    l.net.params().save_safetensors(&dir.join("weights.safetensors"))?;
+    l.net
+        .params()
+        .save_safetensors(&dir.join("weights.safetensors"))?;
     let (tensors, step) = opt.state()?;
     state.opt_step = step;
     let tmp = dir.join("optimizer.safetensors.tmp");

@@ -48,12 +48,19 @@ fn main() {
         }
         .expect("write output");
     }
-    println!("native: preprocessed {} files into {}", files.len(), out.display());
+    println!(
+        "native: preprocessed {} files into {}",
+        files.len(),
+        out.display()
+    );
 }
 
 /// `dir/sub/file.jpg` -> `sub__file.jpg`: unique across the class folders.
 fn out_name(f: &Path) -> String {
-    let file = f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = f
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match f.parent().and_then(Path::file_name) {
         Some(p) => format!("{}__{file}", p.to_string_lossy()),
         None => file,

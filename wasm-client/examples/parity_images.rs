@@ -12,14 +12,18 @@ fn value(x: u32, y: u32, w: u32, h: u32, seed: u32) -> u8 {
     let (fx, fy) = (x as f32 / w.max(1) as f32, y as f32 / h.max(1) as f32);
     let (dx, dy) = (fx - 0.5, fy - 0.45);
     let disc = if dx * dx + dy * dy < 0.09 { 60.0 } else { 0.0 };
-    let mut s = x.wrapping_mul(374_761_393) ^ y.wrapping_mul(668_265_263) ^ seed.wrapping_mul(2_246_822_519);
+    let mut s = x.wrapping_mul(374_761_393)
+        ^ y.wrapping_mul(668_265_263)
+        ^ seed.wrapping_mul(2_246_822_519);
     s = (s ^ (s >> 13)).wrapping_mul(1_274_126_177);
     let noise = (s >> 24) as f32 / 255.0 * 40.0 - 20.0;
     (40.0 + 120.0 * fx + 50.0 * (fy * 9.0).sin() + disc + noise).clamp(0.0, 255.0) as u8
 }
 
 fn gray(w: u32, h: u32, seed: u32) -> DynamicImage {
-    DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([value(x, y, w, h, seed)])))
+    DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| {
+        Luma([value(x, y, w, h, seed)])
+    }))
 }
 
 fn rgb(w: u32, h: u32, seed: u32) -> DynamicImage {
@@ -36,11 +40,24 @@ fn save(img: &DynamicImage, dir: &Path, name: &str, fmt: ImageFormat) {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: parity_images OUT_DIR");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: parity_images OUT_DIR");
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir).expect("create output folder");
     let (j, p) = (ImageFormat::Jpeg, ImageFormat::Png);
-    let sizes: &[(u32, u32)] = &[(333, 517), (2000, 1500), (1, 1), (2, 3), (7, 5), (224, 224), (225, 223), (64, 4000), (1024, 1024), (2000, 2000)];
+    let sizes: &[(u32, u32)] = &[
+        (333, 517),
+        (2000, 1500),
+        (1, 1),
+        (2, 3),
+        (7, 5),
+        (224, 224),
+        (225, 223),
+        (64, 4000),
+        (1024, 1024),
+        (2000, 2000),
+    ];
     for (i, &(w, h)) in sizes.iter().enumerate() {
         let seed = i as u32 + 1;
         save(&gray(w, h, seed), dir, &format!("gray_{w}x{h}.jpg"), j);
@@ -59,9 +76,21 @@ fn main() {
         Rgba([r, gg, b, 255 - (y as u8)])
     });
     save(&DynamicImage::ImageRgba8(rgba), dir, "rgba_301x187.png", p);
-    let g16 = ImageBuffer::from_fn(w, h, |x, y| Luma([u16::from(g.get_pixel(x, y).0[0]) * 257 + (x % 200) as u16]));
-    save(&DynamicImage::ImageLuma16(g16), dir, "gray16_301x187.png", p);
-    save(&DynamicImage::ImageRgb16(rgb(w, h, 97).to_rgb16()), dir, "rgb16_301x187.png", p);
+    let g16 = ImageBuffer::from_fn(w, h, |x, y| {
+        Luma([u16::from(g.get_pixel(x, y).0[0]) * 257 + (x % 200) as u16])
+    });
+    save(
+        &DynamicImage::ImageLuma16(g16),
+        dir,
+        "gray16_301x187.png",
+        p,
+    );
+    save(
+        &DynamicImage::ImageRgb16(rgb(w, h, 97).to_rgb16()),
+        dir,
+        "rgb16_301x187.png",
+        p,
+    );
     // A quality sweep of one JPEG (different quantisation tables).
     let img = rgb(640, 480, 7);
     for q in [30u8, 75, 95, 100] {

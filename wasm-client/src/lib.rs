@@ -10,8 +10,8 @@ use wasm_bindgen::prelude::*;
 
 /// Parses a model card's `preprocess` object (JSON text) into a validated spec.
 pub fn parse_spec(spec_json: &str) -> Result<PreprocessSpec, String> {
-    let spec: PreprocessSpec =
-        serde_json::from_str(spec_json).map_err(|e| format!("invalid preprocessing spec JSON: {e}"))?;
+    let spec: PreprocessSpec = serde_json::from_str(spec_json)
+        .map_err(|e| format!("invalid preprocessing spec JSON: {e}"))?;
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)
 }
@@ -57,7 +57,8 @@ pub fn decode_info_native(bytes: &[u8]) -> Result<ImageInfo, String> {
     if bytes.is_empty() {
         return Err(pp::PreprocessError::Empty.to_string());
     }
-    let format = image::guess_format(bytes).map_err(|_| pp::PreprocessError::UnknownFormat.to_string())?;
+    let format =
+        image::guess_format(bytes).map_err(|_| pp::PreprocessError::UnknownFormat.to_string())?;
     if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
         return Err(pp::PreprocessError::UnknownFormat.to_string());
     }
@@ -95,13 +96,20 @@ mod tests {
         assert!(e.contains("not a supported image"), "{e}");
         let e = preprocess_native(&png(4, 4), "{}").unwrap_err();
         assert!(e.contains("invalid preprocessing spec JSON"), "{e}");
-        let e = preprocess_native(&png(4, 4), &SPEC.replace("\"version\":1", "\"version\":7")).unwrap_err();
+        let e = preprocess_native(&png(4, 4), &SPEC.replace("\"version\":1", "\"version\":7"))
+            .unwrap_err();
         assert!(e.contains("version 7"), "{e}");
     }
 
     #[test]
     fn info_reads_header() {
-        assert_eq!(decode_info_native(&png(33, 7)).unwrap(), ImageInfo { width: 33, height: 7 });
+        assert_eq!(
+            decode_info_native(&png(33, 7)).unwrap(),
+            ImageInfo {
+                width: 33,
+                height: 7
+            }
+        );
         assert!(decode_info_native(b"GIF89a").is_err());
     }
 }

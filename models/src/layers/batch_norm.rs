@@ -27,10 +27,38 @@ impl BatchNorm {
     pub fn new(ps: &mut ParamStore, name: &str, c: usize, zero_init: bool) -> Result<Self> {
         let w0 = if zero_init { 0.0 } else { 1.0 };
         Ok(Self {
-            weight: ps.get_or_init(&format!("{name}.weight"), c, Init::Const(w0), Kind::Param, true, true)?,
-            bias: ps.get_or_init(&format!("{name}.bias"), c, Init::Const(0.0), Kind::Param, true, true)?,
-            running_mean: ps.get_or_init(&format!("{name}.running_mean"), c, Init::Const(0.0), Kind::Buffer, true, true)?,
-            running_var: ps.get_or_init(&format!("{name}.running_var"), c, Init::Const(1.0), Kind::Buffer, true, true)?,
+            weight: ps.get_or_init(
+                &format!("{name}.weight"),
+                c,
+                Init::Const(w0),
+                Kind::Param,
+                true,
+                true,
+            )?,
+            bias: ps.get_or_init(
+                &format!("{name}.bias"),
+                c,
+                Init::Const(0.0),
+                Kind::Param,
+                true,
+                true,
+            )?,
+            running_mean: ps.get_or_init(
+                &format!("{name}.running_mean"),
+                c,
+                Init::Const(0.0),
+                Kind::Buffer,
+                true,
+                true,
+            )?,
+            running_var: ps.get_or_init(
+                &format!("{name}.running_var"),
+                c,
+                Init::Const(1.0),
+                Kind::Buffer,
+                true,
+                true,
+            )?,
             eps: BN_EPS,
             momentum: BN_MOMENTUM,
         })
@@ -65,11 +93,16 @@ impl BatchNorm {
                 (mean, var, n)
             };
             if n < 2 {
-                candle_core::bail!("batch norm in train mode needs more than one value per channel (batch of {n})")
+                candle_core::bail!(
+                    "batch norm in train mode needs more than one value per channel (batch of {n})"
+                )
             }
             self.update_running(&mean, &var, n)?;
             let inv = (var + self.eps)?.sqrt()?.recip()?;
-            xf.broadcast_sub(&mean)?.broadcast_mul(&inv)?.broadcast_mul(&w)?.broadcast_add(&b)?
+            xf.broadcast_sub(&mean)?
+                .broadcast_mul(&inv)?
+                .broadcast_mul(&w)?
+                .broadcast_add(&b)?
         } else {
             let (scale, shift) = self.folded()?;
             xf.broadcast_mul(&scale.reshape(shape.as_slice())?)?

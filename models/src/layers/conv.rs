@@ -23,7 +23,14 @@ impl Conv2d {
         padding: usize,
         init: Init,
     ) -> Result<Self> {
-        let weight = ps.get_or_init(&format!("{name}.weight"), (c_out, c_in, k, k), init, Kind::Param, false, false)?;
+        let weight = ps.get_or_init(
+            &format!("{name}.weight"),
+            (c_out, c_in, k, k),
+            init,
+            Kind::Param,
+            false,
+            false,
+        )?;
         Ok(Self {
             weight,
             bias: None,

@@ -31,7 +31,13 @@ impl Dropout {
                 Err(p) => p.into_inner(),
             };
             (0..n)
-                .map(|_| if rng.random::<f32>() < self.p { 0.0 } else { scale })
+                .map(|_| {
+                    if rng.random::<f32>() < self.p {
+                        0.0
+                    } else {
+                        scale
+                    }
+                })
                 .collect()
         };
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;

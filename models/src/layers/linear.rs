@@ -10,11 +10,32 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(ps: &mut ParamStore, name: &str, c_in: usize, c_out: usize, bias: bool, init: Init) -> Result<Self> {
-        let weight = ps.get_or_init(&format!("{name}.weight"), (c_out, c_in), init, Kind::Param, false, false)?;
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        bias: bool,
+        init: Init,
+    ) -> Result<Self> {
+        let weight = ps.get_or_init(
+            &format!("{name}.weight"),
+            (c_out, c_in),
+            init,
+            Kind::Param,
+            false,
+            false,
+        )?;
         // Biases start at zero, as fastai's `init_cnn` leaves them.
         let bias = if bias {
-            Some(ps.get_or_init(&format!("{name}.bias"), c_out, Init::Const(0.0), Kind::Param, true, false)?)
+            Some(ps.get_or_init(
+                &format!("{name}.bias"),
+                c_out,
+                Init::Const(0.0),
+                Kind::Param,
+                true,
+                false,
+            )?)
         } else {
             None
         };

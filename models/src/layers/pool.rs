@@ -21,9 +21,11 @@ fn max_along(x: &Tensor, dim: usize) -> Result<Tensor> {
     let right = padded_len - 1 - len;
     let mut pad_shape = x.dims().to_vec();
     pad_shape[dim] = 1;
-    let left = Tensor::full(f32::NEG_INFINITY, pad_shape.as_slice(), x.device())?.to_dtype(x.dtype())?;
+    let left =
+        Tensor::full(f32::NEG_INFINITY, pad_shape.as_slice(), x.device())?.to_dtype(x.dtype())?;
     pad_shape[dim] = right;
-    let right = Tensor::full(f32::NEG_INFINITY, pad_shape.as_slice(), x.device())?.to_dtype(x.dtype())?;
+    let right =
+        Tensor::full(f32::NEG_INFINITY, pad_shape.as_slice(), x.device())?.to_dtype(x.dtype())?;
     let xp = Tensor::cat(&[&left, x, &right], dim)?;
     // View [.., 2*out, ..] as [.., out, 2, ..] and pick the offset within each pair.
     let pick = |start: usize, k: usize| -> Result<Tensor> {
@@ -31,7 +33,9 @@ fn max_along(x: &Tensor, dim: usize) -> Result<Tensor> {
         let mut dims = v.dims().to_vec();
         dims[dim] = out;
         dims.insert(dim + 1, 2);
-        v.reshape(dims.as_slice())?.narrow(dim + 1, k, 1)?.squeeze(dim + 1)
+        v.reshape(dims.as_slice())?
+            .narrow(dim + 1, k, 1)?
+            .squeeze(dim + 1)
     };
     let a = pick(0, 0)?;
     let b = pick(0, 1)?;

@@ -108,7 +108,10 @@ pub fn load_pretrained(net: &Network, path: &Path) -> Result<LoadReport, Weights
     if net.config.arch != Arch::Resnet18 {
         return Err(WeightsError::WrongArchitecture {
             path: path.to_path_buf(),
-            reason: format!("pretrained weights are supported for resnet18, not {}", net.config.arch),
+            reason: format!(
+                "pretrained weights are supported for resnet18, not {}",
+                net.config.arch
+            ),
         });
     }
     let tensors = read_tensors(path)?;
@@ -155,7 +158,11 @@ pub fn load_pretrained(net: &Network, path: &Path) -> Result<LoadReport, Weights
     if !missing_body.is_empty() {
         return Err(WeightsError::WrongArchitecture {
             path: path.to_path_buf(),
-            reason: format!("{} body tensors are missing, e.g. {}", missing_body.len(), abbreviate(&missing_body)),
+            reason: format!(
+                "{} body tensors are missing, e.g. {}",
+                missing_body.len(),
+                abbreviate(&missing_body)
+            ),
         });
     }
     Ok(report)
@@ -168,10 +175,17 @@ fn check_architecture(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), W
     };
     let has = |n: &str| tensors.iter().any(|(k, _)| k == n);
     if tensors.iter().any(|(k, _)| k.contains(".conv3.")) {
-        return Err(wrong("it has bottleneck blocks (conv3): a ResNet50 or deeper".into()));
+        return Err(wrong(
+            "it has bottleneck blocks (conv3): a ResNet50 or deeper".into(),
+        ));
     }
-    if tensors.iter().any(|(k, _)| k.starts_with("layer1.2.") || k.starts_with("layer4.2.")) {
-        return Err(wrong("it has a third block per stage: a ResNet34 or deeper".into()));
+    if tensors
+        .iter()
+        .any(|(k, _)| k.starts_with("layer1.2.") || k.starts_with("layer4.2."))
+    {
+        return Err(wrong(
+            "it has a third block per stage: a ResNet34 or deeper".into(),
+        ));
     }
     if !has("conv1.weight") {
         let sample: Vec<String> = tensors.iter().take(3).map(|(k, _)| k.clone()).collect();
@@ -183,7 +197,9 @@ fn check_architecture(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), W
     if let Some((_, t)) = tensors.iter().find(|(k, _)| k == "conv1.weight") {
         let d = t.dims();
         if d.len() != 4 || d[1] != 3 || d[2] != 7 || d[3] != 7 {
-            return Err(wrong(format!("conv1.weight has shape {d:?}, expected [C, 3, 7, 7]")));
+            return Err(wrong(format!(
+                "conv1.weight has shape {d:?}, expected [C, 3, 7, 7]"
+            )));
         }
     }
     Ok(())

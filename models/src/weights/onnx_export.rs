@@ -11,8 +11,9 @@ use crate::layers::{BatchNorm, Conv2d, Linear};
 use crate::network::{Body, Network};
 use candle_core::{DType, Device, Tensor};
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto,
-    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
+    Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 use std::path::Path;
 
@@ -80,9 +81,19 @@ impl Builder {
     }
 
     /// Conv followed by eval-mode BN, folded into one Conv; optional Relu.
-    fn conv_bn(&mut self, x: &str, name: &str, conv: &Conv2d, bn: &BatchNorm, relu: bool) -> Result<String, WeightsError> {
+    fn conv_bn(
+        &mut self,
+        x: &str,
+        name: &str,
+        conv: &Conv2d,
+        bn: &BatchNorm,
+        relu: bool,
+    ) -> Result<String, WeightsError> {
         let (scale, shift) = bn.folded()?;
-        let w = conv.weight.as_tensor().broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+        let w = conv
+            .weight
+            .as_tensor()
+            .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
         let b = match &conv.bias {
             Some(cb) => (cb.as_tensor().mul(&scale)? + shift)?,
             None => shift,
@@ -100,14 +111,22 @@ impl Builder {
                 attr_ints("pads", &[p, p, p, p]),
             ],
         );
-        Ok(if relu { self.node("Relu", vec![y], vec![]) } else { y })
+        Ok(if relu {
+            self.node("Relu", vec![y], vec![])
+        } else {
+            y
+        })
     }
 
     fn max_pool(&mut self, x: String) -> String {
         self.node(
             "MaxPool",
             vec![x],
-            vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
         )
     }
 
@@ -117,7 +136,13 @@ impl Builder {
     }
 
     /// `Linear(bn(x))` with eval BN folded into the Gemm: `W (x*s + t) = (W*s) x + W t`.
-    fn bn_gemm(&mut self, x: String, name: &str, bn: Option<&BatchNorm>, lin: &Linear) -> Result<String, WeightsError> {
+    fn bn_gemm(
+        &mut self,
+        x: String,
+        name: &str,
+        bn: Option<&BatchNorm>,
+        lin: &Linear,
+    ) -> Result<String, WeightsError> {
         let mut w = lin.weight.as_tensor().clone();
         let mut b = match &lin.bias {
             Some(b) => b.as_tensor().clone(),
@@ -222,7 +247,13 @@ pub fn export_onnx(net: &Network, size: usize, path: &Path) -> Result<(), Weight
             let f = b.node("Flatten", vec![p], vec![attr_int("axis", 1)]);
             b.bn_gemm(f, "fc", None, fc)?
         }
-        Head::Fastai { bn1, lin1, bn2, lin2, .. } => {
+        Head::Fastai {
+            bn1,
+            lin1,
+            bn2,
+            lin2,
+            ..
+        } => {
             let mx = b.node("GlobalMaxPool", vec![x.clone()], vec![]);
             let av = b.node("GlobalAveragePool", vec![x], vec![]);
             let c = b.node("Concat", vec![mx, av], vec![attr_int("axis", 1)]);
@@ -246,7 +277,10 @@ pub fn export_onnx(net: &Network, size: usize, path: &Path) -> Result<(), Weight
         node: b.nodes,
         initializer: b.inits,
         input: vec![value_info("input", &[None, Some(3), Some(s), Some(s)])],
-        output: vec![value_info("probs", &[None, Some(net.config.n_classes as i64)])],
+        output: vec![value_info(
+            "probs",
+            &[None, Some(net.config.n_classes as i64)],
+        )],
         ..Default::default()
     };
     let model = ModelProto {

@@ -16,7 +16,8 @@ use std::path::Path;
 
 /// Reads an ONNX ResNet18 and returns its weights under torchvision's names.
 pub fn read_onnx_resnet18(path: &Path) -> Result<Vec<(String, Tensor)>, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|e| WeightsError::Io(path.to_path_buf(), e.to_string()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| WeightsError::Io(path.to_path_buf(), e.to_string()))?;
     let model = ModelProto::parse_from_bytes(&bytes).map_err(|e| WeightsError::Unreadable {
         path: path.to_path_buf(),
         reason: format!("not an ONNX model: {e}"),
@@ -25,13 +26,26 @@ pub fn read_onnx_resnet18(path: &Path) -> Result<Vec<(String, Tensor)>, WeightsE
         path: path.to_path_buf(),
         reason,
     };
-    let graph = model.graph.as_ref().ok_or_else(|| wrong("the model has no graph".into()))?;
-    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| wrong("the model has no graph".into()))?;
+    let inits: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     let get = |node: &NodeProto, i: usize| -> Result<Tensor, WeightsError> {
-        let name = node.input.get(i).ok_or_else(|| wrong(format!("{} node without input {i}", node.op_type)))?;
-        let t = inits
-            .get(name.as_str())
-            .ok_or_else(|| wrong(format!("{} input {name} is not an initializer", node.op_type)))?;
+        let name = node
+            .input
+            .get(i)
+            .ok_or_else(|| wrong(format!("{} node without input {i}", node.op_type)))?;
+        let t = inits.get(name.as_str()).ok_or_else(|| {
+            wrong(format!(
+                "{} input {name} is not an initializer",
+                node.op_type
+            ))
+        })?;
         tensor_from_proto(t).map_err(|reason| WeightsError::Unreadable {
             path: path.to_path_buf(),
             reason,
@@ -76,19 +90,29 @@ pub fn read_onnx_resnet18(path: &Path) -> Result<Vec<(String, Tensor)>, WeightsE
         )));
     }
     let mut out = Vec::new();
-    let mut push_conv = |conv: &str, bn: &str, (w, b): (Tensor, Option<Tensor>)| -> Result<(), WeightsError> {
-        let c = w.dim(0)?;
-        let bias = match b {
-            Some(b) => b,
-            None => Tensor::zeros(c, candle_core::DType::F32, &Device::Cpu)?,
+    let mut push_conv =
+        |conv: &str, bn: &str, (w, b): (Tensor, Option<Tensor>)| -> Result<(), WeightsError> {
+            let c = w.dim(0)?;
+            let bias = match b {
+                Some(b) => b,
+                None => Tensor::zeros(c, candle_core::DType::F32, &Device::Cpu)?,
+            };
+            out.push((format!("{conv}.weight"), w));
+            out.push((
+                format!("{bn}.weight"),
+                Tensor::ones(c, candle_core::DType::F32, &Device::Cpu)?,
+            ));
+            out.push((format!("{bn}.bias"), bias));
+            out.push((
+                format!("{bn}.running_mean"),
+                Tensor::zeros(c, candle_core::DType::F32, &Device::Cpu)?,
+            ));
+            out.push((
+                format!("{bn}.running_var"),
+                Tensor::full(1.0f32 - BN_EPS as f32, c, &Device::Cpu)?,
+            ));
+            Ok(())
         };
-        out.push((format!("{conv}.weight"), w));
-        out.push((format!("{bn}.weight"), Tensor::ones(c, candle_core::DType::F32, &Device::Cpu)?));
-        out.push((format!("{bn}.bias"), bias));
-        out.push((format!("{bn}.running_mean"), Tensor::zeros(c, candle_core::DType::F32, &Device::Cpu)?));
-        out.push((format!("{bn}.running_var"), Tensor::full(1.0f32 - BN_EPS as f32, c, &Device::Cpu)?));
-        Ok(())
-    };
     let mut stem = stem.into_iter();
     if let Some(s) = stem.next() {
         push_conv("conv1", "bn1", s)?;
@@ -105,7 +129,11 @@ pub fn read_onnx_resnet18(path: &Path) -> Result<Vec<(String, Tensor)>, WeightsE
             }
             if layer > 1 && block == 0 {
                 if let Some(c) = k1.next() {
-                    push_conv(&format!("{p}.downsample.0"), &format!("{p}.downsample.1"), c)?;
+                    push_conv(
+                        &format!("{p}.downsample.0"),
+                        &format!("{p}.downsample.1"),
+                        c,
+                    )?;
                 }
             }
         }
@@ -123,25 +151,44 @@ pub fn read_onnx_resnet18(path: &Path) -> Result<Vec<(String, Tensor)>, WeightsE
 pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor, String> {
     const FLOAT: i32 = 1;
     if t.data_type != FLOAT {
-        return Err(format!("initializer {} has data type {}, expected FLOAT", t.name, t.data_type));
+        return Err(format!(
+            "initializer {} has data type {}, expected FLOAT",
+            t.name, t.data_type
+        ));
     }
     let dims: Vec<usize> = t
         .dims
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("initializer {} has a negative dim", t.name)))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| format!("initializer {} has a negative dim", t.name))
+        })
         .collect::<Result<_, _>>()?;
     let n: usize = dims.iter().product();
     let values: Vec<f32> = if !t.raw_data.is_empty() {
         if t.raw_data.len() != 4 * n {
-            return Err(format!("initializer {}: {} bytes for {n} floats", t.name, t.raw_data.len()));
+            return Err(format!(
+                "initializer {}: {} bytes for {n} floats",
+                t.name,
+                t.raw_data.len()
+            ));
         }
-        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else if t.float_data.len() == n {
         t.float_data.clone()
     } else if !t.external_data.is_empty() {
-        return Err(format!("initializer {} uses external data, which is not supported", t.name));
+        return Err(format!(
+            "initializer {} uses external data, which is not supported",
+            t.name
+        ));
     } else {
-        return Err(format!("initializer {} has {} floats for shape {dims:?}", t.name, t.float_data.len()));
+        return Err(format!(
+            "initializer {} has {} floats for shape {dims:?}",
+            t.name,
+            t.float_data.len()
+        ));
     };
     Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| e.to_string())
 }

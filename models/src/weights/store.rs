@@ -18,16 +18,18 @@ pub fn save_model(net: &Network, card: &ModelCard, dir: &Path) -> Result<(), Wei
     let json = serde_json::to_vec_pretty(card).map_err(|e| WeightsError::Format(e.to_string()))?;
     let tmp = dir.join("model.json.tmp");
     std::fs::write(&tmp, json).map_err(|e| WeightsError::Io(tmp.clone(), e.to_string()))?;
-    std::fs::rename(&tmp, dir.join(CARD_FILE)).map_err(|e| WeightsError::Io(dir.join(CARD_FILE), e.to_string()))?;
+    std::fs::rename(&tmp, dir.join(CARD_FILE))
+        .map_err(|e| WeightsError::Io(dir.join(CARD_FILE), e.to_string()))?;
     Ok(())
 }
 
 /// Loads a model directory written by [`save_model`].
 pub fn load_model(dir: &Path, device: &Device) -> Result<(Network, ModelCard), WeightsError> {
     let card_path = dir.join(CARD_FILE);
-    let text = std::fs::read_to_string(&card_path).map_err(|e| WeightsError::Io(card_path.clone(), e.to_string()))?;
-    let card: ModelCard =
-        serde_json::from_str(&text).map_err(|e| WeightsError::Format(format!("{}: {e}", card_path.display())))?;
+    let text = std::fs::read_to_string(&card_path)
+        .map_err(|e| WeightsError::Io(card_path.clone(), e.to_string()))?;
+    let card: ModelCard = serde_json::from_str(&text)
+        .map_err(|e| WeightsError::Format(format!("{}: {e}", card_path.display())))?;
     if card.format != CARD_FORMAT {
         return Err(WeightsError::Format(format!(
             "{}: model card format {} is not supported (expected {CARD_FORMAT})",

@@ -3,6 +3,8 @@
 use super::progress::Progress;
 use super::{AblationArgs, Command, TrainArgs};
 use anyhow::{bail, Context, Result};
+use cxr_models::preprocess::DecodeLimits;
+use cxr_models::weights::export_onnx;
 use cxr_service::device::parse_device;
 use cxr_service::evaluate::{evaluate, Split};
 use cxr_service::learner::{Learner, LearnerOptions, LrSpec, Precision};
@@ -10,17 +12,21 @@ use cxr_service::predictor::Predictor;
 use cxr_service::recipe::{builtin, Recipe, Smoothing, Stage};
 use cxr_service::report::plots;
 use cxr_service::train::{run_recipe, write_json, RunOptions};
-use cxr_models::preprocess::DecodeLimits;
-use cxr_models::weights::export_onnx;
 use std::path::Path;
 
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Train(a) => train(&a),
         Command::LrFind(a) => lr_find(&a),
-        Command::Evaluate { model, data, split, device } => {
+        Command::Evaluate {
+            model,
+            data,
+            split,
+            device,
+        } => {
             let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
-            let p = Predictor::load(&model, &dev).with_context(|| format!("loading model {}", model.display()))?;
+            let p = Predictor::load(&model, &dev)
+                .with_context(|| format!("loading model {}", model.display()))?;
             let split: Split = split.parse().map_err(anyhow::Error::msg)?;
             let ev = evaluate(&p, &data, split, 32)?;
             for (path, why) in &ev.skipped {
@@ -29,22 +35,37 @@ pub fn run(cmd: Command) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&ev.report)?);
             Ok(())
         }
-        Command::Predict { model, images, device } => {
+        Command::Predict {
+            model,
+            images,
+            device,
+        } => {
             let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
-            let p = Predictor::load(&model, &dev).with_context(|| format!("loading model {}", model.display()))?;
+            let p = Predictor::load(&model, &dev)
+                .with_context(|| format!("loading model {}", model.display()))?;
             let mut failed = 0;
             for path in images {
                 let r = std::fs::read(&path)
                     .map_err(|e| e.to_string())
-                    .and_then(|b| p.gray(&b, DecodeLimits::default()).map_err(|e| e.to_string()))
+                    .and_then(|b| {
+                        p.gray(&b, DecodeLimits::default())
+                            .map_err(|e| e.to_string())
+                    })
                     .and_then(|g| p.predict_gray(&[g.as_slice()]).map_err(|e| e.to_string()));
                 match r {
                     Ok(probs) => {
                         let probs = &probs[0];
                         let best = cxr_service::learner::metrics::argmax(probs);
-                        let map: serde_json::Map<String, serde_json::Value> =
-                            p.classes().iter().zip(probs).map(|(c, v)| (c.clone(), serde_json::json!(v))).collect();
-                        println!("{}", serde_json::json!({"file": path.display().to_string(), "label": p.classes()[best], "probabilities": map}));
+                        let map: serde_json::Map<String, serde_json::Value> = p
+                            .classes()
+                            .iter()
+                            .zip(probs)
+                            .map(|(c, v)| (c.clone(), serde_json::json!(v)))
+                            .collect();
+                        println!(
+                            "{}",
+                            serde_json::json!({"file": path.display().to_string(), "label": p.classes()[best], "probabilities": map})
+                        );
                     }
                     Err(e) => {
                         failed += 1;
@@ -57,9 +78,17 @@ pub fn run(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Interpret { model, data, split, top_k, out, device } => {
+        Command::Interpret {
+            model,
+            data,
+            split,
+            top_k,
+            out,
+            device,
+        } => {
             let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
-            let p = Predictor::load(&model, &dev).with_context(|| format!("loading model {}", model.display()))?;
+            let p = Predictor::load(&model, &dev)
+                .with_context(|| format!("loading model {}", model.display()))?;
             let split: Split = split.parse().map_err(anyhow::Error::msg)?;
             let out = out.unwrap_or_else(|| model.join("interpret"));
             cxr_service::report::interpret::interpret(&p, &data, split, top_k, &out)?;
@@ -71,7 +100,8 @@ pub fn run(cmd: Command) -> Result<()> {
             if format != "onnx" {
                 bail!("unknown export format {format:?} (expected onnx)");
             }
-            let p = Predictor::load(&model, &candle_core::Device::Cpu).with_context(|| format!("loading model {}", model.display()))?;
+            let p = Predictor::load(&model, &candle_core::Device::Cpu)
+                .with_context(|| format!("loading model {}", model.display()))?;
             export_onnx(&p.net, p.spec().size as usize, &out)?;
             eprintln!("wrote {}", out.display());
             Ok(())
@@ -97,7 +127,10 @@ fn stage_from_args(a: &TrainArgs) -> Result<Stage> {
         label_smoothing: Smoothing(a.label_smoothing.then_some(f64::NAN)),
         mixup: Smoothing(a.mixup.then_some(f64::NAN)),
         seed: a.seed,
-        precision: a.precision.parse::<Precision>().map_err(anyhow::Error::msg)?,
+        precision: a
+            .precision
+            .parse::<Precision>()
+            .map_err(anyhow::Error::msg)?,
         wd: a.wd,
         lr_find: a.lr_find,
     };
@@ -112,9 +145,15 @@ pub fn load_recipe(spec: &str) -> Result<Recipe> {
     } else if let Some(text) = builtin(spec) {
         Recipe::from_toml(text).map_err(anyhow::Error::msg)?
     } else {
-        bail!("recipe {spec:?} is neither a file nor a built-in recipe ({})", cxr_service::recipe::BUILTIN.join(", "));
+        bail!(
+            "recipe {spec:?} is neither a file nor a built-in recipe ({})",
+            cxr_service::recipe::BUILTIN.join(", ")
+        );
     };
-    let base = path.parent().filter(|p| path.exists() && !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = path
+        .parent()
+        .filter(|p| path.exists() && !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     r.resolve_paths(base);
     Ok(r)
 }
@@ -127,7 +166,17 @@ fn train(a: &TrainArgs) -> Result<()> {
     let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let mut progress = Progress::new(a.quiet);
     let mut hook = |e: &cxr_service::train::RunEvent| progress.on(e);
-    let summary = run_recipe(&a.data, &recipe, &a.out, RunOptions { device, resume: a.resume, workers: a.workers, hook: &mut hook })?;
+    let summary = run_recipe(
+        &a.data,
+        &recipe,
+        &a.out,
+        RunOptions {
+            device,
+            resume: a.resume,
+            workers: a.workers,
+            hook: &mut hook,
+        },
+    )?;
     let r = &summary.report;
     eprintln!(
         "\nfinal: accuracy {:.4}  f1 {:.4}  precision {:.4}  recall {:.4}  auc {:.4}  ({} images, {:.0} s)\nconfusion matrix {:?}\nmodel: {}",
@@ -156,32 +205,62 @@ fn lr_find(a: &TrainArgs) -> Result<()> {
     if stage.normalize {
         dls.norm = dls.compute_stats();
     }
-    let net = cxr_models::Network::new(cxr_models::NetConfig::standard(stage.arch, ds.classes.len()), &device, stage.seed)?;
+    let net = cxr_models::Network::new(
+        cxr_models::NetConfig::standard(stage.arch, ds.classes.len()),
+        &device,
+        stage.seed,
+    )?;
     if let Some(p) = &stage.pretrained {
         let r = cxr_models::weights::load_pretrained(&net, p)?;
         eprintln!("{}", r.summary());
     }
-    let mut l = Learner::new(net, LearnerOptions { seed: stage.seed, ..Default::default() });
+    let mut l = Learner::new(
+        net,
+        LearnerOptions {
+            seed: stage.seed,
+            ..Default::default()
+        },
+    );
     l.frozen = stage.freeze;
     let r = l.lr_find(&dls, 100)?;
     std::fs::create_dir_all(&a.out)?;
     plots::lr_find_png(&r, &a.out.join("lr_find.png")).map_err(anyhow::Error::msg)?;
     write_json(&a.out.join("lr_find.json"), &r)?;
-    println!("{}", serde_json::json!({"suggestions": r.suggestions, "iterations": r.lrs.len(), "plot": a.out.join("lr_find.png")}));
+    println!(
+        "{}",
+        serde_json::json!({"suggestions": r.suggestions, "iterations": r.lrs.len(), "plot": a.out.join("lr_find.png")})
+    );
     Ok(())
 }
 
 fn ablation(a: &AblationArgs) -> Result<()> {
     let lr: LrSpec = a.lr.parse().map_err(anyhow::Error::msg)?;
-    let base = Stage { size: a.size, presize: a.presize, epochs: a.epochs, bs: a.bs, lr, seed: a.seed, ..Stage::default() };
+    let base = Stage {
+        size: a.size,
+        presize: a.presize,
+        epochs: a.epochs,
+        bs: a.bs,
+        lr,
+        seed: a.seed,
+        ..Stage::default()
+    };
     let mut steps: Vec<(&str, Vec<Stage>)> = Vec::new();
     let s0 = base.clone();
     steps.push(("baseline xresnet18", vec![s0.clone()]));
-    let s1 = Stage { oversample: Some(3), ..s0 };
+    let s1 = Stage {
+        oversample: Some(3),
+        ..s0
+    };
     steps.push(("+ oversampling", vec![s1.clone()]));
-    let s2 = Stage { merge_val_test: true, ..s1 };
+    let s2 = Stage {
+        merge_val_test: true,
+        ..s1
+    };
     steps.push(("+ merged validation", vec![s2.clone()]));
-    let s3 = Stage { normalize: true, ..s2 };
+    let s3 = Stage {
+        normalize: true,
+        ..s2
+    };
     steps.push(("+ normalization", vec![s3.clone()]));
     match &a.pretrained {
         Some(p) => {
@@ -202,12 +281,35 @@ fn ablation(a: &AblationArgs) -> Result<()> {
     let mut rows = Vec::new();
     for (i, (name, stages)) in steps.into_iter().enumerate() {
         eprintln!("\n### step {}: {name}", i + 1);
-        let recipe = Recipe { name: name.into(), description: String::new(), stages };
+        let recipe = Recipe {
+            name: name.into(),
+            description: String::new(),
+            stages,
+        };
         let mut progress = Progress::new(true);
         let mut hook = |e: &cxr_service::train::RunEvent| progress.on(e);
         let out = a.out.join(format!("step{}", i + 1));
-        let s = run_recipe(&a.data, &recipe, &out, RunOptions { device: device.clone(), resume: false, workers: 0, hook: &mut hook })?;
-        rows.push((name, s.report.accuracy, s.report.f1, s.report.precision, s.report.recall, s.report.auc, s.report.n, s.seconds));
+        let s = run_recipe(
+            &a.data,
+            &recipe,
+            &out,
+            RunOptions {
+                device: device.clone(),
+                resume: false,
+                workers: 0,
+                hook: &mut hook,
+            },
+        )?;
+        rows.push((
+            name,
+            s.report.accuracy,
+            s.report.f1,
+            s.report.precision,
+            s.report.recall,
+            s.report.auc,
+            s.report.n,
+            s.seconds,
+        ));
     }
     println!("\n| step | accuracy | f1 | precision | recall | auc | n valid | seconds |\n|---|---|---|---|---|---|---|---|");
     for (name, acc, f1, p, r, auc, n, secs) in rows {

@@ -41,7 +41,9 @@ impl std::str::FromStr for Precision {
             "f32" | "fp32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
             "f16" | "fp16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision {s:?} (expected f32, bf16 or f16)")),
+            _ => Err(format!(
+                "unknown precision {s:?} (expected f32, bf16 or f16)"
+            )),
         }
     }
 }
@@ -87,8 +89,18 @@ pub struct EpochMetrics {
 /// What the learner reports while it runs. A hook returning `false` cancels.
 #[derive(Debug, Clone)]
 pub enum Event {
-    EpochStart { epoch: usize, epochs: usize, iters: usize },
-    Batch { epoch: usize, iter: usize, iters: usize, loss: f64, lr: f64 },
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        iters: usize,
+    },
+    Batch {
+        epoch: usize,
+        iter: usize,
+        iters: usize,
+        loss: f64,
+        lr: f64,
+    },
     Epoch(EpochMetrics),
 }
 
@@ -174,12 +186,19 @@ impl Learner {
     }
 
     pub fn new_optimizer(&self) -> candle_core::Result<AdamW> {
-        AdamW::new(self.trainable_groups(), AdamWConfig { wd: self.opts.wd, ..Default::default() })
+        AdamW::new(
+            self.trainable_groups(),
+            AdamWConfig {
+                wd: self.opts.wd,
+                ..Default::default()
+            },
+        )
     }
 
     fn to_input(&self, b: &Batch) -> candle_core::Result<(Tensor, Tensor)> {
         let dev = self.device();
-        let x = Tensor::from_slice(&b.images, (b.n, 3, b.size, b.size), &dev)?.to_dtype(self.opts.precision.dtype())?;
+        let x = Tensor::from_slice(&b.images, (b.n, 3, b.size, b.size), &dev)?
+            .to_dtype(self.opts.precision.dtype())?;
         let y = Tensor::from_slice(&b.labels, b.n, &dev)?;
         Ok((x, y))
     }
@@ -251,7 +270,11 @@ impl Learner {
             probs.extend(p);
             labels.extend_from_slice(&b.labels);
         }
-        Ok((if n == 0 { f64::NAN } else { total / n as f64 }, probs, labels))
+        Ok((
+            if n == 0 { f64::NAN } else { total / n as f64 },
+            probs,
+            labels,
+        ))
     }
 
     /// The validation report (confusion matrix and classification report).
@@ -285,7 +308,11 @@ impl Learner {
         let mut out = Vec::new();
         self.batch_losses.clear();
         for epoch in start_epoch..epochs {
-            if !hook(&Event::EpochStart { epoch, epochs, iters }) {
+            if !hook(&Event::EpochStart {
+                epoch,
+                epochs,
+                iters,
+            }) {
                 return Err(FitError::Cancelled);
             }
             let t0 = Instant::now();
@@ -303,7 +330,13 @@ impl Learner {
                 count += b.n;
                 seen += b.n;
                 let last_lr = lrs.last().copied().unwrap_or(0.0);
-                if !hook(&Event::Batch { epoch, iter: i + 1, iters, loss: l, lr: last_lr }) {
+                if !hook(&Event::Batch {
+                    epoch,
+                    iter: i + 1,
+                    iters,
+                    loss: l,
+                    lr: last_lr,
+                }) {
                     return Err(FitError::Cancelled);
                 }
             }
@@ -312,7 +345,11 @@ impl Learner {
             let r = report(&probs, &labels, dls.classes());
             let m = EpochMetrics {
                 epoch,
-                train_loss: if count == 0 { f64::NAN } else { sum / count as f64 },
+                train_loss: if count == 0 {
+                    f64::NAN
+                } else {
+                    sum / count as f64
+                },
                 valid_loss,
                 accuracy: r.accuracy,
                 f1: r.f1,
@@ -378,7 +415,11 @@ impl Learner {
             self.net.params().set(n, t)?;
         }
         let suggestions = suggest(&lrs, &losses, num_it);
-        Ok(LrFindResult { lrs, losses, suggestions })
+        Ok(LrFindResult {
+            lrs,
+            losses,
+            suggestions,
+        })
     }
 }
 

@@ -6,7 +6,11 @@ use rand::seq::SliceRandom;
 use rand_distr::{Beta, Distribution};
 
 /// Per-sample cross-entropy `[N]` of logits `[N, C]` against class indices.
-pub fn cross_entropy_per_sample(logits: &Tensor, target: &Tensor, smoothing: f64) -> Result<Tensor> {
+pub fn cross_entropy_per_sample(
+    logits: &Tensor,
+    target: &Tensor,
+    smoothing: f64,
+) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
     let nll = logp.gather(&target.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
     if smoothing == 0.0 {
@@ -33,7 +37,8 @@ pub struct Mixup {
 /// fastai's MixUp(alpha): lam ~ Beta(alpha, alpha) per sample, `lam = max(lam, 1-lam)`.
 pub fn mixup(x: &Tensor, target: &Tensor, alpha: f64, rng: &mut StdRng) -> Result<Mixup> {
     let n = x.dim(0)?;
-    let beta = Beta::new(alpha, alpha).map_err(|e| candle_core::Error::Msg(format!("mixup alpha: {e}")))?;
+    let beta = Beta::new(alpha, alpha)
+        .map_err(|e| candle_core::Error::Msg(format!("mixup alpha: {e}")))?;
     let lam: Vec<f32> = (0..n)
         .map(|_| {
             let l: f64 = beta.sample(rng);
@@ -85,7 +90,10 @@ mod tests {
 
     #[test]
     fn mixup_keeps_shapes_and_lam_at_least_half() {
-        let x = Tensor::arange(0f32, 48.0, &Device::Cpu).unwrap().reshape((3, 1, 4, 4)).unwrap();
+        let x = Tensor::arange(0f32, 48.0, &Device::Cpu)
+            .unwrap()
+            .reshape((3, 1, 4, 4))
+            .unwrap();
         let y = Tensor::new(&[0u32, 1, 1], &Device::Cpu).unwrap();
         let mut rng = StdRng::seed_from_u64(1);
         let m = mixup(&x, &y, 0.4, &mut rng).unwrap();
@@ -94,7 +102,10 @@ mod tests {
             assert!((0.5..=1.0).contains(&l));
         }
         let logits = Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap();
-        let l = mixup_loss(&logits, &y, &m, 0.0).unwrap().to_scalar::<f32>().unwrap();
+        let l = mixup_loss(&logits, &y, &m, 0.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((l - 2f32.ln()).abs() < 1e-6);
     }
 }

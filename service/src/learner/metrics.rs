@@ -54,7 +54,13 @@ fn f1(p: f64, r: f64) -> f64 {
 pub fn argmax(p: &[f32]) -> usize {
     p.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
         .0
 }
 
@@ -80,7 +86,12 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> f64 {
     if n_pos == 0.0 || n_neg == 0.0 {
         return f64::NAN;
     }
-    let sum_pos: f64 = ranks.iter().zip(positive).filter(|(_, &p)| p).map(|(r, _)| r).sum();
+    let sum_pos: f64 = ranks
+        .iter()
+        .zip(positive)
+        .filter(|(_, &p)| p)
+        .map(|(r, _)| r)
+        .sum();
     (sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
 }
 
@@ -113,13 +124,40 @@ pub fn report(probs: &[Vec<f32>], labels: &[u32], classes: &[String]) -> Report 
         w_p += p * w;
         w_r += r * w;
         w_f += f * w;
-        per.insert(classes[c].clone(), ClassReport { precision: p, recall: r, f1: f, support });
+        per.insert(
+            classes[c].clone(),
+            ClassReport {
+                precision: p,
+                recall: r,
+                f1: f,
+                support,
+            },
+        );
     }
-    per.insert("macro avg".into(), ClassReport { precision: macro_p, recall: macro_r, f1: macro_f, support: n });
-    per.insert("weighted avg".into(), ClassReport { precision: w_p, recall: w_r, f1: w_f, support: n });
+    per.insert(
+        "macro avg".into(),
+        ClassReport {
+            precision: macro_p,
+            recall: macro_r,
+            f1: macro_f,
+            support: n,
+        },
+    );
+    per.insert(
+        "weighted avg".into(),
+        ClassReport {
+            precision: w_p,
+            recall: w_r,
+            f1: w_f,
+            support: n,
+        },
+    );
     let pos = k - 1;
     let positive = &per[&classes[pos]];
-    let scores: Vec<f32> = probs.iter().map(|p| p.get(pos).copied().unwrap_or(0.0)).collect();
+    let scores: Vec<f32> = probs
+        .iter()
+        .map(|p| p.get(pos).copied().unwrap_or(0.0))
+        .collect();
     let is_pos: Vec<bool> = labels.iter().map(|&y| y as usize == pos).collect();
     Report {
         accuracy: ratio(correct, n),
@@ -127,7 +165,10 @@ pub fn report(probs: &[Vec<f32>], labels: &[u32], classes: &[String]) -> Report 
         precision: positive.precision,
         recall: positive.recall,
         auc: roc_auc(&scores, &is_pos),
-        confusion_matrix: ConfusionMatrix { labels: classes.to_vec(), matrix: m },
+        confusion_matrix: ConfusionMatrix {
+            labels: classes.to_vec(),
+            matrix: m,
+        },
         classification_report: per,
         n: n as usize,
     }
@@ -142,7 +183,13 @@ mod tests {
         let classes = vec!["NORMAL".to_string(), "PNEUMONIA".to_string()];
         // truth:  0    0    1    1    1
         // pred:   0    1    1    1    0
-        let probs = vec![vec![0.9, 0.1], vec![0.4, 0.6], vec![0.2, 0.8], vec![0.3, 0.7], vec![0.55, 0.45]];
+        let probs = vec![
+            vec![0.9, 0.1],
+            vec![0.4, 0.6],
+            vec![0.2, 0.8],
+            vec![0.3, 0.7],
+            vec![0.55, 0.45],
+        ];
         let labels = vec![0, 0, 1, 1, 1];
         let r = report(&probs, &labels, &classes);
         assert_eq!(r.confusion_matrix.matrix, vec![vec![1, 1], vec![1, 2]]);

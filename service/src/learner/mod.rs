@@ -65,9 +65,9 @@ impl std::str::FromStr for LrSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let parse = |t: &str| {
-            t.trim()
-                .parse::<f64>()
-                .map_err(|_| format!("learning rate {s:?} is not a number or a range like 1e-6..1e-4"))
+            t.trim().parse::<f64>().map_err(|_| {
+                format!("learning rate {s:?} is not a number or a range like 1e-6..1e-4")
+            })
         };
         let spec = match s.split_once("..") {
             Some((a, b)) => LrSpec::Range(parse(a)?, parse(b)?),
@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn lr_specs_parse_and_validate() {
         assert_eq!("3e-3".parse::<LrSpec>().unwrap(), LrSpec::Single(3e-3));
-        assert_eq!("1e-6..1e-4".parse::<LrSpec>().unwrap(), LrSpec::Range(1e-6, 1e-4));
+        assert_eq!(
+            "1e-6..1e-4".parse::<LrSpec>().unwrap(),
+            LrSpec::Range(1e-6, 1e-4)
+        );
         assert!("-1".parse::<LrSpec>().is_err());
         assert!("1e-3..1e-5".parse::<LrSpec>().is_err());
         assert!("fast".parse::<LrSpec>().is_err());

@@ -65,7 +65,11 @@ impl AdamW {
                 Ok((0.0, slots))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { config, groups, step: 0 })
+        Ok(Self {
+            config,
+            groups,
+            step: 0,
+        })
     }
 
     pub fn n_groups(&self) -> usize {
@@ -128,10 +132,18 @@ impl AdamW {
         Ok((out, self.step))
     }
 
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>, step: u64, device: &Device) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        state: &HashMap<String, Tensor>,
+        step: u64,
+        device: &Device,
+    ) -> Result<()> {
         for (_, slots) in self.groups.iter_mut() {
             for s in slots.iter_mut() {
-                if let (Some(m), Some(v)) = (state.get(&format!("m.{}", s.name)), state.get(&format!("v.{}", s.name))) {
+                if let (Some(m), Some(v)) = (
+                    state.get(&format!("m.{}", s.name)),
+                    state.get(&format!("v.{}", s.name)),
+                ) {
                     s.m = m.to_device(device)?;
                     s.v = v.to_device(device)?;
                 }

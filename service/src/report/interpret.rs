@@ -7,10 +7,20 @@ use crate::evaluate::{evaluate, Split};
 use crate::predictor::Predictor;
 use std::path::Path;
 
-pub fn interpret(p: &Predictor, data: &Path, split: Split, top_k: usize, out: &Path) -> anyhow::Result<()> {
+pub fn interpret(
+    p: &Predictor,
+    data: &Path,
+    split: Split,
+    top_k: usize,
+    out: &Path,
+) -> anyhow::Result<()> {
     let ev = evaluate(p, data, split, 32)?;
     std::fs::create_dir_all(out.join("top_losses"))?;
-    plots::confusion_png(&ev.report.confusion_matrix, &out.join("confusion_matrix.png")).map_err(anyhow::Error::msg)?;
+    plots::confusion_png(
+        &ev.report.confusion_matrix,
+        &out.join("confusion_matrix.png"),
+    )
+    .map_err(anyhow::Error::msg)?;
     crate::train::write_json(&out.join("report.json"), &ev.report)?;
     let mut scored: Vec<(f32, &crate::evaluate::Scored)> = ev
         .scored
@@ -21,7 +31,11 @@ pub fn interpret(p: &Predictor, data: &Path, split: Split, top_k: usize, out: &P
     let mut listing = Vec::new();
     for (i, (loss, s)) in scored.iter().take(top_k).enumerate() {
         let (cam, png) = p.explain(&s.gray)?;
-        let stem = s.path.file_stem().and_then(|x| x.to_str()).unwrap_or("image");
+        let stem = s
+            .path
+            .file_stem()
+            .and_then(|x| x.to_str())
+            .unwrap_or("image");
         let name = format!("{:02}_{stem}.png", i + 1);
         std::fs::write(out.join("top_losses").join(&name), png)?;
         listing.push(serde_json::json!({

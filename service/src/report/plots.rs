@@ -19,7 +19,12 @@ fn ensure_font() {
 
 type PlotResult = Result<(), String>;
 
-fn render(path: &Path, w: u32, h: u32, draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> PlotResult) -> PlotResult {
+fn render(
+    path: &Path,
+    w: u32,
+    h: u32,
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> PlotResult,
+) -> PlotResult {
     ensure_font();
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
@@ -37,13 +42,19 @@ fn render(path: &Path, w: u32, h: u32, draw: impl FnOnce(DrawingArea<BitMapBacke
 pub fn encode_png_rgb(buf: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
     let img = image::RgbImage::from_raw(w, h, buf.to_vec()).ok_or("bad buffer size")?;
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| e.to_string())?;
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
     Ok(out.into_inner())
 }
 
 fn range(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let lo = v.clone().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
-    let hi = v.filter(|x| x.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+    let lo = v
+        .clone()
+        .filter(|x| x.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    let hi = v
+        .filter(|x| x.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
     if !lo.is_finite() || !hi.is_finite() {
         (0.0, 1.0)
     } else if (hi - lo).abs() < 1e-12 {
@@ -68,15 +79,30 @@ pub fn lr_find_png(r: &LrFindResult, path: &Path) -> PlotResult {
             .y_label_area_size(60)
             .build_cartesian_2d((x0..x1).log_scale(), lo..hi)
             .map_err(|e| e.to_string())?;
-        c.configure_mesh().x_desc("learning rate").y_desc("loss (smoothed)").draw().map_err(|e| e.to_string())?;
-        c.draw_series(LineSeries::new(lrs.iter().copied().zip(losses.iter().copied()), &BLUE))
+        c.configure_mesh()
+            .x_desc("learning rate")
+            .y_desc("loss (smoothed)")
+            .draw()
             .map_err(|e| e.to_string())?;
+        c.draw_series(LineSeries::new(
+            lrs.iter().copied().zip(losses.iter().copied()),
+            &BLUE,
+        ))
+        .map_err(|e| e.to_string())?;
         if let Some(s) = r.suggestions {
-            for (lr, color, label) in [(s.valley, RED, "valley"), (s.steep, GREEN, "steep"), (s.minimum, MAGENTA, "min/10")] {
+            for (lr, color, label) in [
+                (s.valley, RED, "valley"),
+                (s.steep, GREEN, "steep"),
+                (s.minimum, MAGENTA, "min/10"),
+            ] {
                 let y = lrs
                     .iter()
                     .zip(losses)
-                    .min_by(|a, b| (a.0.ln() - lr.ln()).abs().total_cmp(&(b.0.ln() - lr.ln()).abs()))
+                    .min_by(|a, b| {
+                        (a.0.ln() - lr.ln())
+                            .abs()
+                            .total_cmp(&(b.0.ln() - lr.ln()).abs())
+                    })
                     .map(|p| *p.1)
                     .unwrap_or(lo);
                 c.draw_series(std::iter::once(Circle::new((lr, y), 6, color.filled())))
@@ -84,7 +110,11 @@ pub fn lr_find_png(r: &LrFindResult, path: &Path) -> PlotResult {
                     .label(format!("{label} {lr:.1e}"))
                     .legend(move |(x, y)| Circle::new((x, y), 5, color.filled()));
             }
-            c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     })
@@ -103,24 +133,42 @@ pub fn losses_png(batch_losses: &[f64], metrics: &[MetricsLine], path: &Path) ->
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..n, lo.min(0.0)..hi)
             .map_err(|e| e.to_string())?;
-        c.configure_mesh().x_desc("batch (last stage)").y_desc("loss").draw().map_err(|e| e.to_string())?;
-        c.draw_series(LineSeries::new(batch_losses.iter().enumerate().map(|(i, &l)| (i as f64, l)), &BLUE))
-            .map_err(|e| e.to_string())?
-            .label("train")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        c.configure_mesh()
+            .x_desc("batch (last stage)")
+            .y_desc("loss")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        c.draw_series(LineSeries::new(
+            batch_losses.iter().enumerate().map(|(i, &l)| (i as f64, l)),
+            &BLUE,
+        ))
+        .map_err(|e| e.to_string())?
+        .label("train")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
         let last_stage = metrics.last().map(|m| m.stage);
-        let stage_valid: Vec<f64> = metrics.iter().filter(|m| Some(m.stage) == last_stage).map(|m| m.metrics.valid_loss).collect();
+        let stage_valid: Vec<f64> = metrics
+            .iter()
+            .filter(|m| Some(m.stage) == last_stage)
+            .map(|m| m.metrics.valid_loss)
+            .collect();
         if !stage_valid.is_empty() {
             let per = n / stage_valid.len() as f64;
             c.draw_series(LineSeries::new(
-                stage_valid.iter().enumerate().map(|(i, &l)| ((i + 1) as f64 * per, l)),
+                stage_valid
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| ((i + 1) as f64 * per, l)),
                 RED.stroke_width(2),
             ))
             .map_err(|e| e.to_string())?
             .label("valid")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
-        c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
         Ok(())
     })
 }
@@ -129,8 +177,17 @@ pub fn losses_png(batch_losses: &[f64], metrics: &[MetricsLine], path: &Path) ->
 pub fn confusion_png(cm: &ConfusionMatrix, path: &Path) -> PlotResult {
     let k = cm.labels.len().max(1);
     render(path, 560, 560, |root| {
-        let max = cm.matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-        let root = root.titled("Confusion matrix", ("sans-serif", 24)).map_err(|e| e.to_string())?;
+        let max = cm
+            .matrix
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let root = root
+            .titled("Confusion matrix", ("sans-serif", 24))
+            .map_err(|e| e.to_string())?;
         let (w, h) = root.dim_in_pixel();
         let (left, top) = (140i32, 30i32);
         let cell = ((w as i32 - left - 20).min(h as i32 - top - 80) / k as i32).max(10);
@@ -139,21 +196,42 @@ pub fn confusion_png(cm: &ConfusionMatrix, path: &Path) -> PlotResult {
                 let t = v as f64 / max;
                 let color = RGBColor((255.0 - 200.0 * t) as u8, (255.0 - 140.0 * t) as u8, 255);
                 let (x, y) = (left + j as i32 * cell, top + i as i32 * cell);
-                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], color.filled())).map_err(|e| e.to_string())?;
-                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK)).map_err(|e| e.to_string())?;
-                let text_color = if t > 0.6 { WHITE } else { BLACK };
-                root.draw(&Text::new(v.to_string(), (x + cell / 2 - 12, y + cell / 2 - 12), ("sans-serif", 28).into_font().color(&text_color)))
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell, y + cell)],
+                    color.filled(),
+                ))
+                .map_err(|e| e.to_string())?;
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK))
                     .map_err(|e| e.to_string())?;
+                let text_color = if t > 0.6 { WHITE } else { BLACK };
+                root.draw(&Text::new(
+                    v.to_string(),
+                    (x + cell / 2 - 12, y + cell / 2 - 12),
+                    ("sans-serif", 28).into_font().color(&text_color),
+                ))
+                .map_err(|e| e.to_string())?;
             }
         }
         for (i, l) in cm.labels.iter().enumerate() {
-            root.draw(&Text::new(l.clone(), (5, top + i as i32 * cell + cell / 2), ("sans-serif", 16)))
-                .map_err(|e| e.to_string())?;
-            root.draw(&Text::new(l.clone(), (left + i as i32 * cell + 10, top + k as i32 * cell + 10), ("sans-serif", 16)))
-                .map_err(|e| e.to_string())?;
-        }
-        root.draw(&Text::new("actual ↓   predicted →", (left, top + k as i32 * cell + 40), ("sans-serif", 16)))
+            root.draw(&Text::new(
+                l.clone(),
+                (5, top + i as i32 * cell + cell / 2),
+                ("sans-serif", 16),
+            ))
             .map_err(|e| e.to_string())?;
+            root.draw(&Text::new(
+                l.clone(),
+                (left + i as i32 * cell + 10, top + k as i32 * cell + 10),
+                ("sans-serif", 16),
+            ))
+            .map_err(|e| e.to_string())?;
+        }
+        root.draw(&Text::new(
+            "actual ↓   predicted →",
+            (left, top + k as i32 * cell + 40),
+            ("sans-serif", 16),
+        ))
+        .map_err(|e| e.to_string())?;
         Ok(())
     })
 }
