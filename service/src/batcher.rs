@@ -35,7 +35,11 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the worker thread. `on_batch(size)` is called for every forward pass.
-    pub fn start(max_batch: usize, max_wait: Duration, on_batch: impl Fn(usize) + Send + 'static) -> Self {
+    pub fn start(
+        max_batch: usize,
+        max_wait: Duration,
+        on_batch: impl Fn(usize) + Send + 'static,
+    ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<(Request, Instant)>();
         let max_batch = max_batch.max(1);
         std::thread::Builder::new()
@@ -47,11 +51,18 @@ impl Batcher {
 
     /// Queues one preprocessed input; the reply arrives on the request's oneshot.
     pub fn submit(&self, req: Request) -> Result<(), String> {
-        self.tx.send((req, Instant::now())).map_err(|_| "the inference worker stopped".to_string())
+        self.tx
+            .send((req, Instant::now()))
+            .map_err(|_| "the inference worker stopped".to_string())
     }
 }
 
-fn worker(rx: Receiver<(Request, Instant)>, max_batch: usize, max_wait: Duration, on_batch: impl Fn(usize)) {
+fn worker(
+    rx: Receiver<(Request, Instant)>,
+    max_batch: usize,
+    max_wait: Duration,
+    on_batch: impl Fn(usize),
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         if max_batch > 1 {
@@ -79,7 +90,9 @@ fn worker(rx: Receiver<(Request, Instant)>, max_batch: usize, max_wait: Duration
         // Group by model (a swap may happen between two requests of one batch).
         while !batch.is_empty() {
             let model = Arc::clone(&batch[0].0.model);
-            let (group, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(r, _)| Arc::ptr_eq(&r.model, &model));
+            let (group, rest): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|(r, _)| Arc::ptr_eq(&r.model, &model));
             batch = rest;
             run_group(&model, group, &on_batch);
         }
@@ -97,7 +110,12 @@ fn run_group(model: &Loaded, group: Vec<(Request, Instant)>, on_batch: &impl Fn(
         Ok(probs) if probs.len() == n => {
             for ((req, queued), p) in group.into_iter().zip(probs) {
                 let queue_ms = t0.duration_since(queued).as_secs_f64() * 1e3;
-                let _ = req.reply.send(Ok(Outcome { probs: p, batch_size: n, queue_ms, model_ms }));
+                let _ = req.reply.send(Ok(Outcome {
+                    probs: p,
+                    batch_size: n,
+                    queue_ms,
+                    model_ms,
+                }));
             }
         }
         Ok(probs) => {

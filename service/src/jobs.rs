@@ -39,10 +39,19 @@ pub struct Jobs {
 
 impl Jobs {
     /// Marks jobs left `running` as `interrupted`, requeues `queued` ones and starts the training thread.
-    pub fn start(reg: Arc<Registry>, home: PathBuf, device: Device, workers: usize, on_success: OnSuccess) -> Result<Arc<Self>, String> {
+    pub fn start(
+        reg: Arc<Registry>,
+        home: PathBuf,
+        device: Device,
+        workers: usize,
+        on_success: OnSuccess,
+    ) -> Result<Arc<Self>, String> {
         let n = reg.interrupt_running().map_err(|e| e.to_string())?;
         if n > 0 {
-            tracing::warn!(jobs = n, "jobs that were running when the server stopped are now interrupted");
+            tracing::warn!(
+                jobs = n,
+                "jobs that were running when the server stopped are now interrupted"
+            );
         }
         let (tx, rx) = crossbeam_channel::unbounded::<String>();
         let (events, _) = tokio::sync::broadcast::channel(1024);
@@ -58,7 +67,10 @@ impl Jobs {
             on_success,
             current: Mutex::new(None),
         });
-        for id in reg.job_ids_in(registry::QUEUED).map_err(|e| e.to_string())? {
+        for id in reg
+            .job_ids_in(registry::QUEUED)
+            .map_err(|e| e.to_string())?
+        {
             let _ = jobs.tx.send(id);
         }
         let me = Arc::clone(&jobs);
@@ -81,11 +93,17 @@ impl Jobs {
     }
 
     pub fn enqueue(&self, id: &str) -> Result<(), String> {
-        self.tx.send(id.to_string()).map_err(|_| "the training thread stopped".to_string())
+        self.tx
+            .send(id.to_string())
+            .map_err(|_| "the training thread stopped".to_string())
     }
 
     fn emit(&self, id: &str, kind: &'static str, data: Value) {
-        let _ = self.events.send(JobEvent { job_id: id.to_string(), kind, data });
+        let _ = self.events.send(JobEvent {
+            job_id: id.to_string(),
+            kind,
+            data,
+        });
     }
 
     pub fn emit_state(&self, id: &str) {
@@ -98,7 +116,11 @@ impl Jobs {
     pub fn cancel(&self, id: &str) -> Result<Option<String>, String> {
         if self
             .reg
-            .transition(id, &[registry::QUEUED, registry::INTERRUPTED], registry::CANCELLED)
+            .transition(
+                id,
+                &[registry::QUEUED, registry::INTERRUPTED],
+                registry::CANCELLED,
+            )
             .map_err(|e| e.to_string())?
         {
             self.emit_state(id);
@@ -123,12 +145,21 @@ impl Jobs {
     /// Stops the training thread: a running job ends `interrupted` (resumable).
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let cur = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(id) = cur {
             self.flag(&id).store(true, Ordering::SeqCst);
             // Give the hook a moment to notice (it is called every batch).
             for _ in 0..100 {
-                if self.current.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                if self
+                    .current
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none()
+                {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
@@ -141,7 +172,10 @@ impl Jobs {
             Ok(Some(j)) => j,
             _ => return,
         };
-        match self.reg.transition(id, &[registry::QUEUED], registry::RUNNING) {
+        match self
+            .reg
+            .transition(id, &[registry::QUEUED], registry::RUNNING)
+        {
             Ok(true) => {}
             _ => return, // cancelled while queued
         }
@@ -184,17 +218,30 @@ impl Jobs {
         ) {
             tracing::error!(job = id, "cannot record the job's end: {e}");
         }
-        tracing::info!(job = id, state, error = error.as_deref().unwrap_or(""), "job finished");
-        self.cancel.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        tracing::info!(
+            job = id,
+            state,
+            error = error.as_deref().unwrap_or(""),
+            "job finished"
+        );
+        self.cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.emit_state(id);
     }
 
     fn train(&self, job: &JobRow, flag: &AtomicBool) -> Result<(), TrainError> {
-        let recipe: Recipe = serde_json::from_value(job.recipe.clone()).map_err(|e| TrainError::Recipe(e.to_string()))?;
+        let recipe: Recipe = serde_json::from_value(job.recipe.clone())
+            .map_err(|e| TrainError::Recipe(e.to_string()))?;
         let run_dir = self.run_dir(&job.id);
         let resume = job.resume && has_checkpoint(&run_dir);
-        let mut metrics: Vec<Value> = if resume { job.metrics.clone() } else { Vec::new() };
+        let mut metrics: Vec<Value> = if resume {
+            job.metrics.clone()
+        } else {
+            Vec::new()
+        };
         if !resume {
             let _ = self.reg.set_metrics(&job.id, &[]);
         }
@@ -207,20 +254,40 @@ impl Jobs {
                     tracing::info!(job = %id, "{m}");
                     self.emit(&id, "message", json!({ "message": m }));
                 }
-                RunEvent::StageStart { stage, stages, name, epochs } => {
-                    let _ = reg.set_progress(&id, Some((*stage as u64 + 1, *stages as u64, name)), None);
+                RunEvent::StageStart {
+                    stage,
+                    stages,
+                    name,
+                    epochs,
+                } => {
+                    let _ = reg.set_progress(
+                        &id,
+                        Some((*stage as u64 + 1, *stages as u64, name)),
+                        None,
+                    );
                     self.emit(&id, "stage", json!({ "stage": stage + 1, "stages": stages, "name": name, "epochs": epochs }));
                 }
                 RunEvent::Learner { stage, event } => match event {
-                    crate::learner::Event::EpochStart { epoch, epochs, iters } => {
-                        let _ = reg.set_progress(&id, None, Some((*epoch as u64 + 1, *epochs as u64)));
+                    crate::learner::Event::EpochStart {
+                        epoch,
+                        epochs,
+                        iters,
+                    } => {
+                        let _ =
+                            reg.set_progress(&id, None, Some((*epoch as u64 + 1, *epochs as u64)));
                         self.emit(
                             &id,
                             "progress",
                             json!({ "stage": stage + 1, "epoch": epoch + 1, "epochs": epochs, "iter": 0, "iters": iters }),
                         );
                     }
-                    crate::learner::Event::Batch { epoch, iter, iters, loss, lr } => {
+                    crate::learner::Event::Batch {
+                        epoch,
+                        iter,
+                        iters,
+                        loss,
+                        lr,
+                    } => {
                         // Subscribers get at most ~10 progress events a second (and the last batch).
                         if last_progress.elapsed().as_millis() >= 100 || iter == iters {
                             last_progress = std::time::Instant::now();
@@ -236,13 +303,23 @@ impl Jobs {
                         if let Value::Object(o) = &mut v {
                             o.insert("epoch".into(), json!(m.epoch + 1));
                             o.insert("stage".into(), json!(stage + 1));
-                            for k in ["train_loss", "valid_loss", "accuracy", "f1", "precision", "recall", "auc"] {
+                            for k in [
+                                "train_loss",
+                                "valid_loss",
+                                "accuracy",
+                                "f1",
+                                "precision",
+                                "recall",
+                                "auc",
+                            ] {
                                 if let Some(x) = o.get(k).and_then(Value::as_f64) {
                                     o.insert(k.into(), finite(x));
                                 }
                             }
                         }
-                        metrics.retain(|x| !(x["stage"] == json!(stage + 1) && x["epoch"] == json!(m.epoch + 1)));
+                        metrics.retain(|x| {
+                            !(x["stage"] == json!(stage + 1) && x["epoch"] == json!(m.epoch + 1))
+                        });
                         metrics.push(v.clone());
                         let _ = reg.set_metrics(&id, &metrics);
                         self.emit(&id, "epoch", v);
@@ -255,7 +332,12 @@ impl Jobs {
             &job.dataset_path,
             &recipe,
             &run_dir,
-            RunOptions { device: self.device.clone(), resume, workers: self.workers, hook: &mut hook },
+            RunOptions {
+                device: self.device.clone(),
+                resume,
+                workers: self.workers,
+                hook: &mut hook,
+            },
         )
         .map(|_| ())
     }
@@ -275,13 +357,26 @@ pub fn state_event(j: &JobRow) -> Value {
 
 /// Copies a finished run's model and reports into `<home>/models/<id>/` (through a temporary
 /// folder and a rename, so a crash never leaves a half-written model) and records it.
-pub fn register_run(reg: &Registry, home: &Path, job_id: &str, run_dir: &Path) -> Result<ModelRow, String> {
+pub fn register_run(
+    reg: &Registry,
+    home: &Path,
+    job_id: &str,
+    run_dir: &Path,
+) -> Result<ModelRow, String> {
     let id = new_id();
     let models = home.join("models");
     let tmp = models.join(format!(".tmp-{id}"));
     let dir = models.join(&id);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    for f in ["model.safetensors", "model.json", "report.json", "metrics.jsonl", "losses.png", "confusion_matrix.png", "lr_find.png"] {
+    for f in [
+        "model.safetensors",
+        "model.json",
+        "report.json",
+        "metrics.jsonl",
+        "losses.png",
+        "confusion_matrix.png",
+        "lr_find.png",
+    ] {
         let src = run_dir.join(f);
         if src.exists() {
             std::fs::copy(&src, tmp.join(f)).map_err(|e| format!("{}: {e}", src.display()))?;
@@ -295,7 +390,12 @@ pub fn register_run(reg: &Registry, home: &Path, job_id: &str, run_dir: &Path) -
     let row = ModelRow {
         id,
         active: false,
-        created_at: card.get("created_at").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).unwrap_or_else(registry::now),
+        created_at: card
+            .get("created_at")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(registry::now),
         metrics: card.get("metrics").cloned().unwrap_or(Value::Null),
         card,
         job_id: Some(job_id.to_string()),

@@ -3,11 +3,15 @@
 //! [`learner`] (driven by [`train`] from a [`recipe`]) -> [`report`]; the
 //! [`predictor`] serves a trained model.
 
+pub mod batcher;
 pub mod data;
 pub mod device;
 pub mod evaluate;
+pub mod http;
+pub mod jobs;
 pub mod learner;
 pub mod predictor;
 pub mod recipe;
+pub mod registry;
 pub mod report;
 pub mod train;

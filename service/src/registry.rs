@@ -80,7 +80,8 @@ pub fn now() -> String {
 }
 
 fn parse_json(s: Option<String>) -> Value {
-    s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
 }
 
 const JOB_COLS: &str = "id, state, dataset, dataset_path, recipe, request, stage, stages, stage_name, epoch, epochs, metrics, error, model_id, activated, note, resume, created_at, started_at, finished_at";
@@ -143,7 +144,9 @@ impl Registry {
                 id TEXT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,
                 metrics TEXT, card TEXT, job_id TEXT, dir TEXT NOT NULL, seq INTEGER);",
         )?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -151,7 +154,9 @@ impl Registry {
     }
 
     pub fn ping(&self) -> bool {
-        self.conn().query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok()
+        self.conn()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .is_ok()
     }
 
     pub fn insert_job(&self, j: &JobRow) -> DbResult<()> {
@@ -174,14 +179,20 @@ impl Registry {
 
     pub fn job(&self, id: &str) -> DbResult<Option<JobRow>> {
         let c = self.conn();
-        Ok(c.query_row(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"), [id], job_from_row)
-            .optional()?)
+        Ok(c.query_row(
+            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_from_row,
+        )
+        .optional()?)
     }
 
     pub fn jobs(&self) -> DbResult<Vec<JobRow>> {
         let c = self.conn();
         let mut st = c.prepare(&format!("SELECT {JOB_COLS} FROM jobs ORDER BY seq DESC"))?;
-        let rows = st.query_map([], job_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = st
+            .query_map([], job_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -189,7 +200,9 @@ impl Registry {
     pub fn job_ids_in(&self, state: &str) -> DbResult<Vec<String>> {
         let c = self.conn();
         let mut st = c.prepare("SELECT id FROM jobs WHERE state = ?1 ORDER BY seq ASC")?;
-        let rows = st.query_map([state], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        let rows = st
+            .query_map([state], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
         Ok(rows)
     }
 
@@ -197,7 +210,9 @@ impl Registry {
         let c = self.conn();
         let mut st = c.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -214,7 +229,9 @@ impl Registry {
     /// Changes the state only when it currently is one of `from` (compare-and-set).
     pub fn transition(&self, id: &str, from: &[&str], to: &str) -> DbResult<bool> {
         let c = self.conn();
-        let cur: Option<String> = c.query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        let cur: Option<String> = c
+            .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
         match cur {
             Some(s) if from.contains(&s.as_str()) => {
                 let fin = if is_terminal(to) { Some(now()) } else { None };
@@ -223,7 +240,10 @@ impl Registry {
                     params![id, to, fin],
                 )?;
                 if to == RUNNING {
-                    c.execute("UPDATE jobs SET started_at = ?2, error = NULL WHERE id = ?1", params![id, now()])?;
+                    c.execute(
+                        "UPDATE jobs SET started_at = ?2, error = NULL WHERE id = ?1",
+                        params![id, now()],
+                    )?;
                 }
                 Ok(true)
             }
@@ -253,7 +273,10 @@ impl Registry {
             )?;
         }
         if let Some((e, n)) = epoch {
-            c.execute("UPDATE jobs SET epoch = ?2, epochs = ?3 WHERE id = ?1", params![id, e as i64, n as i64])?;
+            c.execute(
+                "UPDATE jobs SET epoch = ?2, epochs = ?3 WHERE id = ?1",
+                params![id, e as i64, n as i64],
+            )?;
         }
         Ok(())
     }
@@ -266,7 +289,15 @@ impl Registry {
         Ok(())
     }
 
-    pub fn finish_job(&self, id: &str, state: &str, error: Option<&str>, model_id: Option<&str>, activated: bool, note: Option<&str>) -> DbResult<()> {
+    pub fn finish_job(
+        &self,
+        id: &str,
+        state: &str,
+        error: Option<&str>,
+        model_id: Option<&str>,
+        activated: bool,
+        note: Option<&str>,
+    ) -> DbResult<()> {
         self.conn().execute(
             "UPDATE jobs SET state = ?2, error = ?3, model_id = ?4, activated = ?5, note = ?6, finished_at = ?7 WHERE id = ?1",
             params![id, state, error, model_id, activated as i64, note, if is_terminal(state) { Some(now()) } else { None }],
@@ -278,7 +309,14 @@ impl Registry {
         self.conn().execute(
             "INSERT INTO models (id, active, created_at, metrics, card, job_id, dir, seq)
              VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, (SELECT COALESCE(MAX(seq), 0) + 1 FROM models))",
-            params![m.id, m.created_at, m.metrics.to_string(), m.card.to_string(), m.job_id, m.dir.to_string_lossy()],
+            params![
+                m.id,
+                m.created_at,
+                m.metrics.to_string(),
+                m.card.to_string(),
+                m.job_id,
+                m.dir.to_string_lossy()
+            ],
         )?;
         Ok(())
     }
@@ -287,21 +325,33 @@ impl Registry {
 
     pub fn model(&self, id: &str) -> DbResult<Option<ModelRow>> {
         let c = self.conn();
-        Ok(c.query_row(&format!("SELECT {} FROM models WHERE id = ?1", Self::MODEL_COLS), [id], model_from_row)
-            .optional()?)
+        Ok(c.query_row(
+            &format!("SELECT {} FROM models WHERE id = ?1", Self::MODEL_COLS),
+            [id],
+            model_from_row,
+        )
+        .optional()?)
     }
 
     pub fn models(&self) -> DbResult<Vec<ModelRow>> {
         let c = self.conn();
-        let mut st = c.prepare(&format!("SELECT {} FROM models ORDER BY seq DESC", Self::MODEL_COLS))?;
-        let rows = st.query_map([], model_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut st = c.prepare(&format!(
+            "SELECT {} FROM models ORDER BY seq DESC",
+            Self::MODEL_COLS
+        ))?;
+        let rows = st
+            .query_map([], model_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     pub fn active_model(&self) -> DbResult<Option<ModelRow>> {
         let c = self.conn();
         Ok(c.query_row(
-            &format!("SELECT {} FROM models WHERE active = 1 LIMIT 1", Self::MODEL_COLS),
+            &format!(
+                "SELECT {} FROM models WHERE active = 1 LIMIT 1",
+                Self::MODEL_COLS
+            ),
             [],
             model_from_row,
         )

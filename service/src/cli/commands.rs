@@ -96,6 +96,7 @@ pub fn run(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Ablation(a) => ablation(&a),
+        Command::Serve(a) => a.run(),
         Command::Export { model, out, format } => {
             if format != "onnx" {
                 bail!("unknown export format {format:?} (expected onnx)");

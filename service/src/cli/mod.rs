@@ -75,6 +75,69 @@ pub enum Command {
         #[arg(long, default_value = "onnx")]
         format: String,
     },
+    /// Serve the HTTP API and the web page (predictions, fine-tune jobs, models).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[arg(long, env = "CXR_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Database, models and job runs live here.
+    #[arg(long, env = "CXR_HOME", default_value = "./cxr-home")]
+    pub home: PathBuf,
+    /// Folder whose subfolders (Kaggle layout) jobs may name as their dataset.
+    #[arg(long, env = "CXR_DATASETS_ROOT")]
+    pub datasets_root: Option<PathBuf>,
+    /// File holding the bearer token for jobs and activation.
+    #[arg(long, env = "CXR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The bearer token itself (prefer --token-file; without either, one is generated into HOME/token).
+    #[arg(long, env = "CXR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The web page's folder (default: service/web).
+    #[arg(long, env = "CXR_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Largest inference batch (1 = dynamic batching off).
+    #[arg(long, env = "CXR_MAX_BATCH", default_value_t = 16)]
+    pub max_batch: usize,
+    /// Longest wait for a batch to fill, in milliseconds.
+    #[arg(long, env = "CXR_MAX_WAIT_MS", default_value_t = 5)]
+    pub max_wait_ms: u64,
+    /// Largest image upload, in MB (413 beyond).
+    #[arg(long, env = "CXR_MAX_UPLOAD_MB", default_value_t = 20)]
+    pub max_upload_mb: u64,
+    /// Largest dataset zip upload, in MB.
+    #[arg(long, env = "CXR_MAX_ZIP_MB", default_value_t = 2048)]
+    pub max_zip_mb: u64,
+    #[arg(long, env = "CXR_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// HTTP worker threads (0 = one per core).
+    #[arg(long, env = "CXR_HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
+    /// Data loader threads of training jobs (0 = one per core).
+    #[arg(long, env = "CXR_TRAIN_WORKERS", default_value_t = 0)]
+    pub train_workers: usize,
+}
+
+impl ServeArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        cxr_service::http::serve(cxr_service::http::ServeConfig {
+            addr: self.addr,
+            home: self.home,
+            datasets_root: self.datasets_root,
+            token: self.token,
+            token_file: self.token_file,
+            web_dir: self.web_dir,
+            max_batch: self.max_batch,
+            max_wait_ms: self.max_wait_ms,
+            max_upload_mb: self.max_upload_mb,
+            max_zip_mb: self.max_zip_mb,
+            device: self.device,
+            http_workers: self.http_workers,
+            train_workers: self.train_workers,
+        })
+    }
 }
 
 #[derive(Args, Clone)]

@@ -14,7 +14,13 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -33,7 +39,11 @@ impl ResponseError for ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into() }
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
     }
     pub fn bad_request(code: &str, m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, m)
@@ -54,7 +64,11 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
     }
     pub fn unsupported_media(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            m,
+        )
     }
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
@@ -74,9 +88,13 @@ impl From<PreprocessError> for ApiError {
         let m = e.to_string();
         match e {
             PreprocessError::Empty => ApiError::bad_request("empty_body", m),
-            PreprocessError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", m),
+            PreprocessError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", m)
+            }
             PreprocessError::UnknownFormat => ApiError::unprocessable("not_an_image", m),
-            PreprocessError::ZeroSize { .. } | PreprocessError::Decode(_) => ApiError::unprocessable("invalid_image", m),
+            PreprocessError::ZeroSize { .. } | PreprocessError::Decode(_) => {
+                ApiError::unprocessable("invalid_image", m)
+            }
             PreprocessError::TensorSize { .. } => ApiError::unprocessable("tensor_size", m),
             PreprocessError::Spec(_) | PreprocessError::Resize(_) => ApiError::internal(m),
         }
@@ -99,7 +117,9 @@ impl From<actix_web::error::BlockingError> for ApiError {
 pub fn json_error(e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
+        }
         Category::Data => ApiError::unprocessable("invalid_request", e.to_string()),
     }
 }

@@ -1,0 +1,431 @@
+//! Fine-tune jobs over HTTP: create (JSON or multipart with a dataset zip),
+//! list, get, live events (SSE), cancel, resume, reports.
+
+use super::error::{json_error, ApiError};
+use super::input::{extract_zip, media_type, read_body, read_multipart, resolve_dataset};
+use super::AppState;
+use crate::jobs::{new_id, state_event};
+use crate::recipe::{builtin, Recipe, Stage, BUILTIN};
+use crate::registry::{self, is_terminal, JobRow};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/jobs", web::post().to(create))
+        .route("/v1/jobs", web::get().to(list))
+        .route("/v1/jobs/{id}", web::get().to(get))
+        .route("/v1/jobs/{id}/events", web::get().to(events))
+        .route("/v1/jobs/{id}/cancel", web::post().to(cancel))
+        .route("/v1/jobs/{id}/resume", web::post().to(resume))
+        .route("/v1/jobs/{id}/report", web::get().to(report))
+        .route("/v1/jobs/{id}/report/{name}", web::get().to(report_file));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    #[serde(default)]
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub recipe: Option<String>,
+    #[serde(default)]
+    pub stages: Option<Vec<Value>>,
+    /// Stage options applied to every stage of the recipe (e.g. `{"epochs": 1}`).
+    #[serde(default)]
+    pub options: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("invalid_options", m)
+}
+
+/// The request's recipe: a built-in by name or inline stages, with `options` applied; validated.
+pub fn build_recipe(r: &JobRequest) -> Result<Recipe, ApiError> {
+    let mut recipe = match (&r.recipe, &r.stages) {
+        (Some(_), Some(_)) => return Err(invalid("give either recipe or stages, not both")),
+        (None, None) => {
+            return Err(invalid(
+                "give a recipe name (recipe) or inline stages (stages)",
+            ))
+        }
+        (Some(name), None) => {
+            let text = builtin(name).ok_or_else(|| {
+                invalid(format!(
+                    "unknown recipe {name:?} (built-in recipes: {})",
+                    BUILTIN.join(", ")
+                ))
+            })?;
+            let mut rec =
+                Recipe::from_toml(text).map_err(|e| invalid(format!("recipe {name}: {e}")))?;
+            rec.resolve_paths(std::path::Path::new("."));
+            rec
+        }
+        (None, Some(stages)) => {
+            if stages.is_empty() {
+                return Err(invalid("stages is empty"));
+            }
+            let mut out = Vec::new();
+            for (i, s) in stages.iter().enumerate() {
+                let st: Stage = serde_json::from_value(s.clone())
+                    .map_err(|e| invalid(format!("stages[{i}]: {e}")))?;
+                out.push(st);
+            }
+            Recipe {
+                name: r.name.clone().unwrap_or_else(|| "custom".into()),
+                description: String::new(),
+                stages: out,
+            }
+        }
+    };
+    if let Some(opts) = &r.options {
+        let mut stages = Vec::new();
+        for (i, s) in recipe.stages.iter().enumerate() {
+            let mut v = serde_json::to_value(s).map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Value::Object(o) = &mut v {
+                for (k, x) in opts {
+                    o.insert(k.clone(), x.clone());
+                }
+            }
+            let st: Stage = serde_json::from_value(v)
+                .map_err(|e| invalid(format!("options (stage {}): {e}", i + 1)))?;
+            stages.push(st);
+        }
+        recipe.stages = stages;
+    }
+    recipe.validate().map_err(invalid)?;
+    for s in recipe.stages.iter().filter(|s| !s.skip) {
+        if let Some(p) = &s.pretrained {
+            if !p.exists() {
+                return Err(ApiError::unprocessable(
+                    "missing_weights",
+                    format!(
+                        "pretrained weights {} are not on the server (scripts/fetch-weights.sh)",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(recipe)
+}
+
+pub fn job_json(j: &JobRow, st: &AppState) -> Value {
+    let mut v = serde_json::to_value(j).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut v {
+        let resumable = matches!(
+            j.state.as_str(),
+            registry::INTERRUPTED | registry::FAILED | registry::CANCELLED
+        );
+        o.insert("resumable".into(), json!(resumable));
+        o.insert(
+            "has_checkpoint".into(),
+            json!(crate::train::has_checkpoint(&st.jobs.run_dir(&j.id))),
+        );
+        let name = j.recipe.get("name").and_then(Value::as_str).unwrap_or("");
+        o.insert("recipe_name".into(), json!(name));
+    }
+    v
+}
+
+fn load_job(st: &AppState, id: &str) -> Result<JobRow, ApiError> {
+    st.reg
+        .job(id)?
+        .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job {id:?}")))
+}
+
+async fn create(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    st.require_token(&req)?;
+    let t = media_type(&req);
+    let id = new_id();
+    let (request, dataset_label, dataset_path): (JobRequest, String, PathBuf) = if t
+        == "application/json"
+    {
+        let body = read_body(&req, payload, st.max_upload()).await?;
+        if body.is_empty() {
+            return Err(ApiError::bad_request(
+                "empty_body",
+                "the body is empty: expected a JSON job request",
+            ));
+        }
+        let r: JobRequest = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+        let name = r
+            .dataset
+            .clone()
+            .ok_or_else(|| invalid("dataset is required (a folder under --datasets-root)"))?;
+        let path = resolve_dataset(st.datasets_root.as_deref(), &name)?;
+        if super::input::kaggle_root(&path).as_deref() != Some(path.as_path()) {
+            return Err(ApiError::unprocessable("invalid_dataset", format!("dataset {name:?} is not in the Kaggle layout (train|val|test/NORMAL|PNEUMONIA)")));
+        }
+        (r, name, path)
+    } else if t == "multipart/form-data" {
+        let parts = read_multipart(&req, payload, st.max_zip()).await?;
+        let mut obj = Map::new();
+        let mut zip = None;
+        for p in parts {
+            match p.name.as_str() {
+                "dataset_zip" => zip = Some(p),
+                "request" => {
+                    let v: Value = serde_json::from_slice(&p.data).map_err(|e| json_error(&e))?;
+                    let Value::Object(o) = v else { return Err(invalid("the request part must be a JSON object")) };
+                    obj.extend(o);
+                }
+                "stages" | "options" => {
+                    let v: Value = serde_json::from_slice(&p.data).map_err(|e| json_error(&e))?;
+                    obj.insert(p.name.clone(), v);
+                }
+                "recipe" | "name" | "dataset" => {
+                    obj.insert(p.name.clone(), json!(String::from_utf8_lossy(&p.data).trim()));
+                }
+                other => return Err(invalid(format!("unknown multipart field {other:?} (expected dataset_zip, request, recipe, stages, options, name)"))),
+            }
+        }
+        let r: JobRequest =
+            serde_json::from_value(Value::Object(obj)).map_err(|e| json_error(&e))?;
+        build_recipe(&r)?; // reject bad options before extracting anything
+        let (label, path) = match (zip, &r.dataset) {
+            (Some(z), None) => {
+                let dest = st.cfg.home.join("datasets").join(&id);
+                let max = st.max_zip() as u64 * 4;
+                let root = web::block(move || extract_zip(&z.data, &dest, max)).await??;
+                (format!("upload:{}", id), root)
+            }
+            (None, Some(name)) => (
+                name.clone(),
+                resolve_dataset(st.datasets_root.as_deref(), name)?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(invalid("give either dataset or dataset_zip, not both"))
+            }
+            (None, None) => return Err(invalid("dataset or dataset_zip is required")),
+        };
+        (r, label, path)
+    } else {
+        return Err(ApiError::unsupported_media(format!(
+            "content type {t:?} is not accepted here: send application/json (or multipart/form-data with dataset_zip)"
+        )));
+    };
+    let recipe = build_recipe(&request)?;
+    let job = JobRow {
+        id: id.clone(),
+        state: registry::QUEUED.into(),
+        dataset: dataset_label,
+        dataset_path,
+        recipe: serde_json::to_value(&recipe).map_err(|e| ApiError::internal(e.to_string()))?,
+        request: json!({ "dataset": request.dataset, "recipe": request.recipe, "stages": request.stages, "options": request.options }),
+        stage: None,
+        stages: Some(recipe.stages.len() as u64),
+        stage_name: None,
+        epoch: None,
+        epochs: None,
+        metrics: Vec::new(),
+        error: None,
+        model_id: None,
+        activated: false,
+        note: None,
+        resume: false,
+        created_at: registry::now(),
+        started_at: None,
+        finished_at: None,
+    };
+    st.reg.insert_job(&job)?;
+    // The answer is the queued record (the training thread may start it at once).
+    let row = load_job(&st, &id)?;
+    st.jobs.enqueue(&id).map_err(ApiError::internal)?;
+    tracing::info!(job = %id, dataset = %job.dataset, "job queued");
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/v1/jobs/{id}")))
+        .json(job_json(&row, &st)))
+}
+
+async fn list(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let jobs: Vec<Value> = st.reg.jobs()?.iter().map(|j| job_json(j, &st)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "jobs": jobs })))
+}
+
+async fn get(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let j = load_job(&st, &id)?;
+    Ok(HttpResponse::Ok().json(job_json(&j, &st)))
+}
+
+async fn cancel(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    st.require_token(&req)?;
+    let j = load_job(&st, &id)?;
+    match st.jobs.cancel(&j.id).map_err(ApiError::internal)? {
+        Some(state) => {
+            let row = load_job(&st, &id)?;
+            let mut v = job_json(&row, &st);
+            v["cancel_requested"] = json!(true);
+            v["state"] = json!(if state == registry::RUNNING {
+                row.state.clone()
+            } else {
+                state
+            });
+            Ok(HttpResponse::Accepted().json(v))
+        }
+        None => Err(ApiError::conflict(
+            "job_finished",
+            format!("job {} already finished ({})", j.id, j.state),
+        )),
+    }
+}
+
+async fn resume(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    st.require_token(&req)?;
+    let j = load_job(&st, &id)?;
+    let from = [registry::INTERRUPTED, registry::FAILED, registry::CANCELLED];
+    if !from.contains(&j.state.as_str()) {
+        return Err(ApiError::conflict(
+            "not_resumable",
+            format!(
+                "job {} is {}: only interrupted, failed or cancelled jobs can be resumed",
+                j.id, j.state
+            ),
+        ));
+    }
+    let ckpt = crate::train::has_checkpoint(&st.jobs.run_dir(&j.id));
+    if !st.reg.transition(&j.id, &from, registry::QUEUED)? {
+        return Err(ApiError::conflict(
+            "not_resumable",
+            format!("job {} changed state meanwhile", j.id),
+        ));
+    }
+    st.reg.set_resume(&j.id, ckpt)?;
+    st.reg.finish_job(
+        &j.id,
+        registry::QUEUED,
+        None,
+        None,
+        false,
+        if ckpt {
+            Some("resuming from the last checkpoint")
+        } else {
+            Some("no checkpoint: restarting from the beginning")
+        },
+    )?;
+    let row = load_job(&st, &id)?;
+    st.jobs.emit_state(&j.id);
+    st.jobs.enqueue(&j.id).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Accepted().json(job_json(&row, &st)))
+}
+
+fn sse(kind: &str, data: &Value) -> web::Bytes {
+    web::Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+}
+
+fn ends_stream(state: &str) -> bool {
+    is_terminal(state) || state == registry::INTERRUPTED
+}
+
+async fn events(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    // Subscribe first, then read the state: no event falls between the two.
+    let rx = st.jobs.events.subscribe();
+    let j = load_job(&st, &id)?;
+    let first = sse("state", &state_event(&j));
+    let mut backlog = vec![first];
+    for m in &j.metrics {
+        backlog.push(sse("epoch", m));
+    }
+    backlog.reverse();
+    let done = ends_stream(&j.state);
+    let id = j.id.clone();
+    let stream = futures_util::stream::unfold(
+        (rx, backlog, done, id),
+        |(mut rx, mut backlog, done, id)| async move {
+            if let Some(b) = backlog.pop() {
+                return Some((Ok::<_, actix_web::Error>(b), (rx, backlog, done, id)));
+            }
+            if done {
+                return None;
+            }
+            loop {
+                match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
+                    Err(_) => {
+                        return Some((
+                            Ok(web::Bytes::from_static(b": keep-alive\n\n")),
+                            (rx, backlog, false, id),
+                        ))
+                    }
+                    Ok(Ok(ev)) if ev.job_id == id => {
+                        let end = ev.kind == "state"
+                            && ev
+                                .data
+                                .get("state")
+                                .and_then(Value::as_str)
+                                .is_some_and(ends_stream);
+                        return Some((Ok(sse(ev.kind, &ev.data)), (rx, backlog, end, id)));
+                    }
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                        continue
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+                }
+            }
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+async fn report(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let j = load_job(&st, &id)?;
+    let path = st.jobs.run_dir(&j.id).join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        ApiError::not_found(
+            "report_not_ready",
+            format!("job {} has no report yet (state {})", j.id, j.state),
+        )
+    })?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("report.json: {e}")))?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+const REPORT_FILES: [&str; 3] = ["confusion_matrix.png", "lr_find.png", "losses.png"];
+
+async fn report_file(
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, name) = path.into_inner();
+    let j = load_job(&st, &id)?;
+    if !REPORT_FILES.contains(&name.as_str()) {
+        return Err(ApiError::not_found(
+            "unknown_report",
+            format!(
+                "no report {name:?} (expected one of {})",
+                REPORT_FILES.join(", ")
+            ),
+        ));
+    }
+    let p = st.jobs.run_dir(&j.id).join(&name);
+    let bytes = web::block(move || std::fs::read(p)).await?.map_err(|_| {
+        ApiError::not_found(
+            "report_not_ready",
+            format!("job {} has no {name} (yet)", j.id),
+        )
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/png")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(bytes))
+}
