@@ -12,7 +12,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let out = PathBuf::from(args.next().ok_or("usage: export_onnx OUT_DIR [resnet18|xresnet18] [SIZE]")?);
+    let out = PathBuf::from(
+        args.next()
+            .ok_or("usage: export_onnx OUT_DIR [resnet18|xresnet18] [SIZE]")?,
+    );
     let arch: Arch = args.next().unwrap_or_else(|| "resnet18".into()).parse()?;
     let size: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(96);
     std::fs::create_dir_all(&out)?;
@@ -26,9 +29,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let input = Tensor::randn(0f32, 1.0, (3, 3, size, size), &dev)?;
     let probs = net.predict_proba(&input)?;
     export_onnx(&net, size, &out.join("model.onnx"))?;
-    let io: HashMap<String, Tensor> =
-        [("input".to_string(), input), ("probs".to_string(), probs.to_dtype(DType::F32)?)].into_iter().collect();
+    let io: HashMap<String, Tensor> = [
+        ("input".to_string(), input),
+        ("probs".to_string(), probs.to_dtype(DType::F32)?),
+    ]
+    .into_iter()
+    .collect();
     candle_core::safetensors::save(&io, out.join("io.safetensors"))?;
-    eprintln!("wrote {}/model.onnx ({arch}, {size}x{size}) and io.safetensors", out.display());
+    eprintln!(
+        "wrote {}/model.onnx ({arch}, {size}x{size}) and io.safetensors",
+        out.display()
+    );
     Ok(())
 }

@@ -18,6 +18,8 @@ pub enum HeadKind {
     Fastai,
 }
 
+/// One head per network: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Head {
     Linear(Linear),

@@ -115,7 +115,7 @@ impl ParamStore {
             Init::Const(v) => vec![v as f32; n],
             Init::KaimingNormal => {
                 let std = (2.0 / fan_in.max(1) as f64).sqrt();
-                (0..n).map(|_| (normal(&mut *rng) * std) as f32).collect()
+                (0..n).map(|_| (normal(&mut rng) * std) as f32).collect()
             }
             Init::TorchDefault => {
                 let bound = 1.0 / (fan_in.max(1) as f64).sqrt();

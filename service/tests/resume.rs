@@ -12,7 +12,8 @@ fn dataset(root: &std::path::Path) {
             std::fs::create_dir_all(&dir).unwrap();
             for i in 0..12u32 {
                 let img = GrayImage::from_fn(40, 36, |x, y| {
-                    Luma([((x * 3 + y + i * 7) % 50) as u8 + if label == 1 && x > 20 { 150 } else { 0 }])
+                    Luma([((x * 3 + y + i * 7) % 50) as u8
+                        + if label == 1 && x > 20 { 150 } else { 0 }])
                 });
                 img.save(dir.join(format!("{i}.png"))).unwrap();
             }
@@ -25,12 +26,22 @@ fn a_stopped_run_resumes_from_the_last_completed_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
     let run = tmp.path().join("run");
-    let stage = Stage { size: 32, presize: 40, epochs: 3, bs: 8, ..Stage::default() };
+    let stage = Stage {
+        size: 32,
+        presize: 40,
+        epochs: 3,
+        bs: 8,
+        ..Stage::default()
+    };
     let recipe = Recipe::single(stage);
     // First run: stop right after epoch 0 completes (as a crash would).
     let mut epochs_seen = Vec::new();
     let mut hook = |e: &RunEvent| {
-        if let RunEvent::Learner { event: Event::Epoch(m), .. } = e {
+        if let RunEvent::Learner {
+            event: Event::Epoch(m),
+            ..
+        } = e
+        {
             epochs_seen.push(m.epoch);
             return false;
         }
@@ -40,7 +51,12 @@ fn a_stopped_run_resumes_from_the_last_completed_epoch() {
         tmp.path(),
         &recipe,
         &run,
-        RunOptions { device: candle_core::Device::Cpu, resume: false, workers: 1, hook: &mut hook },
+        RunOptions {
+            device: candle_core::Device::Cpu,
+            resume: false,
+            workers: 1,
+            hook: &mut hook,
+        },
     );
     assert!(matches!(r, Err(TrainError::Cancelled)), "{:?}", r.err());
     assert_eq!(epochs_seen, vec![0]);
@@ -48,7 +64,11 @@ fn a_stopped_run_resumes_from_the_last_completed_epoch() {
     // Resume: the first epoch started is 1, and the run finishes.
     let mut starts = Vec::new();
     let mut hook = |e: &RunEvent| {
-        if let RunEvent::Learner { event: Event::EpochStart { epoch, .. }, .. } = e {
+        if let RunEvent::Learner {
+            event: Event::EpochStart { epoch, .. },
+            ..
+        } = e
+        {
             starts.push(*epoch);
         }
         true
@@ -57,7 +77,12 @@ fn a_stopped_run_resumes_from_the_last_completed_epoch() {
         tmp.path(),
         &recipe,
         &run,
-        RunOptions { device: candle_core::Device::Cpu, resume: true, workers: 1, hook: &mut hook },
+        RunOptions {
+            device: candle_core::Device::Cpu,
+            resume: true,
+            workers: 1,
+            hook: &mut hook,
+        },
     )
     .expect("resume");
     assert_eq!(starts, vec![1, 2]);

@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 
 /// The workspace root (this crate lives in `tests/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The `cxr` binary of this build (`target/debug/cxr` by default), building it if needed.
@@ -22,14 +25,20 @@ pub fn cxr_bin() -> PathBuf {
             .current_dir(workspace_root())
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building cxr failed: run `cargo build -p cxr-service`");
+        assert!(
+            status.success(),
+            "building cxr failed: run `cargo build -p cxr-service`"
+        );
     }
     bin
 }
 
 /// Runs `cxr ARGS` and returns its output.
 pub fn cxr(args: &[&str]) -> Output {
-    Command::new(cxr_bin()).args(args).output().expect("run cxr")
+    Command::new(cxr_bin())
+        .args(args)
+        .output()
+        .expect("run cxr")
 }
 
 /// A generated X-ray stand-in: class 1 ("PNEUMONIA") has a bright blob in one
@@ -37,15 +46,21 @@ pub fn cxr(args: &[&str]) -> Output {
 /// are not square, as real files.
 pub fn synthetic_image(label: usize, index: usize) -> GrayImage {
     let (w, h) = (44 + (index % 5) as u32 * 4, 36 + (index % 3) as u32 * 4);
-    let mut seed = (index as u32).wrapping_mul(2_654_435_761).wrapping_add(label as u32);
-    let cx = w as f32 * if index % 2 == 0 { 0.3 } else { 0.7 };
+    let mut seed = (index as u32)
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(label as u32);
+    let cx = w as f32 * if index.is_multiple_of(2) { 0.3 } else { 0.7 };
     let cy = h as f32 * 0.5;
     GrayImage::from_fn(w, h, |x, y| {
         seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         let noise = ((seed >> 24) as f32) / 8.0;
         let base = 60.0 + 40.0 * (y as f32 / h as f32) + noise;
         let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-        let blob = if label == 1 { 140.0 * (-d2 / (w as f32 * 1.2)).exp() } else { 0.0 };
+        let blob = if label == 1 {
+            140.0 * (-d2 / (w as f32 * 1.2)).exp()
+        } else {
+            0.0
+        };
         Luma([(base + blob).min(255.0) as u8])
     })
 }
@@ -59,7 +74,8 @@ pub fn make_dataset(root: &Path, n_train: usize, n_val: usize, n_test: usize) {
             for i in 0..n {
                 let img = synthetic_image(label, i + split.len() * 1000);
                 let ext = if i % 2 == 0 { "png" } else { "jpeg" };
-                img.save(dir.join(format!("{class}-{split}-{i}.{ext}"))).expect("save image");
+                img.save(dir.join(format!("{class}-{split}-{i}.{ext}")))
+                    .expect("save image");
             }
         }
     }

@@ -18,31 +18,92 @@ fn tiny_training_learns_and_every_command_works_on_its_model() {
     make_dataset(&data, 40, 10, 10);
     let run = tmp.path().join("run");
     let out = cxr(&[
-        "train", "--data", s(&data), "--arch", "xresnet18", "--size", "32", "--presize", "48", "--epochs", "4", "--bs", "8",
-        "--lr", "3e-3", "--oversample", "2", "--merge-val-test", "--normalize", "--seed", "1", "--out", s(&run), "--quiet",
+        "train",
+        "--data",
+        s(&data),
+        "--arch",
+        "xresnet18",
+        "--size",
+        "32",
+        "--presize",
+        "48",
+        "--epochs",
+        "4",
+        "--bs",
+        "8",
+        "--lr",
+        "3e-3",
+        "--oversample",
+        "2",
+        "--merge-val-test",
+        "--normalize",
+        "--seed",
+        "1",
+        "--out",
+        s(&run),
+        "--quiet",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "train failed:\n{stderr}");
-    assert!(stderr.contains("NORMAL") && stderr.contains("PNEUMONIA"), "class counts are printed:\n{stderr}");
-    for f in ["model.safetensors", "model.json", "report.json", "metrics.jsonl", "losses.png", "confusion_matrix.png", "checkpoint/state.json"] {
+    assert!(
+        stderr.contains("NORMAL") && stderr.contains("PNEUMONIA"),
+        "class counts are printed:\n{stderr}"
+    );
+    for f in [
+        "model.safetensors",
+        "model.json",
+        "report.json",
+        "metrics.jsonl",
+        "losses.png",
+        "confusion_matrix.png",
+        "checkpoint/state.json",
+    ] {
         assert!(run.join(f).exists(), "{f} missing from the run dir");
     }
     let report = json(&run.join("report.json"));
     let acc = report["accuracy"].as_f64().unwrap();
-    assert!(acc >= 0.8, "a tiny run should learn the blob: accuracy {acc}\n{stderr}");
-    assert_eq!(report["confusion_matrix"]["labels"], serde_json::json!(["NORMAL", "PNEUMONIA"]));
+    assert!(
+        acc >= 0.8,
+        "a tiny run should learn the blob: accuracy {acc}\n{stderr}"
+    );
+    assert_eq!(
+        report["confusion_matrix"]["labels"],
+        serde_json::json!(["NORMAL", "PNEUMONIA"])
+    );
     let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 4);
     let card = json(&run.join("model.json"));
     assert_eq!(card["preprocess"]["size"], 32);
-    assert!(card["preprocess"]["mean"][0].as_f64().unwrap() > 0.1, "normalisation stats come from the data");
+    assert!(
+        card["preprocess"]["mean"][0].as_f64().unwrap() > 0.1,
+        "normalisation stats come from the data"
+    );
 
     // evaluate prints the report JSON.
-    let out = cxr(&["evaluate", "--model", s(&run), "--data", s(&data), "--split", "test"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cxr(&[
+        "evaluate",
+        "--model",
+        s(&run),
+        "--data",
+        s(&data),
+        "--split",
+        "test",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ev: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ev["n"], 20);
-    for k in ["accuracy", "f1", "precision", "recall", "auc", "classification_report"] {
+    for k in [
+        "accuracy",
+        "f1",
+        "precision",
+        "recall",
+        "auc",
+        "classification_report",
+    ] {
         assert!(ev.get(k).is_some(), "{k} missing");
     }
 
@@ -60,8 +121,22 @@ fn tiny_training_learns_and_every_command_works_on_its_model() {
 
     // interpret: confusion matrix, report, top losses with Grad-CAM.
     let interp = tmp.path().join("interp");
-    let out = cxr(&["interpret", "--model", s(&run), "--data", s(&data), "--top-k", "3", "--out", s(&interp)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cxr(&[
+        "interpret",
+        "--model",
+        s(&run),
+        "--data",
+        s(&data),
+        "--top-k",
+        "3",
+        "--out",
+        s(&interp),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(interp.join("confusion_matrix.png").exists());
     let top = json(&interp.join("top_losses.json"));
     assert_eq!(top.as_array().unwrap().len(), 3);
@@ -71,7 +146,11 @@ fn tiny_training_learns_and_every_command_works_on_its_model() {
     // export to ONNX.
     let onnx = tmp.path().join("m.onnx");
     let out = cxr(&["export", "--model", s(&run), "--out", s(&onnx)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(std::fs::metadata(&onnx).unwrap().len() > 100_000);
 }
 
@@ -81,16 +160,76 @@ fn user_errors_exit_non_zero_with_a_clear_message() {
     let data = tmp.path().join("data");
     make_dataset(&data, 4, 2, 2);
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["train".into(), "--data".into(), tmp.path().join("nowhere").display().to_string()], "does not exist"),
         (
-            vec!["train".into(), "--data".into(), s(&data).into(), "--arch".into(), "resnet18".into(), "--pretrained".into(), "missing.pth".into()],
+            vec![
+                "train".into(),
+                "--data".into(),
+                tmp.path().join("nowhere").display().to_string(),
+            ],
+            "does not exist",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                s(&data).into(),
+                "--arch".into(),
+                "resnet18".into(),
+                "--pretrained".into(),
+                "missing.pth".into(),
+            ],
             "fetch-weights.sh",
         ),
-        (vec!["train".into(), "--data".into(), s(&data).into(), "--epochs".into(), "0".into()], "epochs"),
-        (vec!["train".into(), "--data".into(), s(&data).into(), "--lr".into(), "-1".into()], "learning rate"),
-        (vec!["train".into(), "--data".into(), s(&data).into(), "--arch".into(), "vgg".into()], "vgg"),
-        (vec!["train".into(), "--data".into(), s(&data).into(), "--recipe".into(), "nope".into()], "recipe"),
-        (vec!["evaluate".into(), "--model".into(), "/nonexistent".into(), "--data".into(), s(&data).into()], "model.json"),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                s(&data).into(),
+                "--epochs".into(),
+                "0".into(),
+            ],
+            "epochs",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                s(&data).into(),
+                "--lr".into(),
+                "-1".into(),
+            ],
+            "learning rate",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                s(&data).into(),
+                "--arch".into(),
+                "vgg".into(),
+            ],
+            "vgg",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                s(&data).into(),
+                "--recipe".into(),
+                "nope".into(),
+            ],
+            "recipe",
+        ),
+        (
+            vec![
+                "evaluate".into(),
+                "--model".into(),
+                "/nonexistent".into(),
+                "--data".into(),
+                s(&data).into(),
+            ],
+            "model.json",
+        ),
     ];
     for (args, want) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -113,14 +252,34 @@ fn user_errors_exit_non_zero_with_a_clear_message() {
 #[test]
 fn real_data_smoke_run() {
     let Some(data) = real_data() else {
-        eprintln!("SKIPPED: ../shared/data/chest-xray-mini is absent; the real-data smoke run needs it");
+        eprintln!(
+            "SKIPPED: ../shared/data/chest-xray-mini is absent; the real-data smoke run needs it"
+        );
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let out = cxr(&[
-        "train", "--data", s(&data), "--arch", "xresnet18", "--size", "64", "--presize", "96", "--epochs", "1", "--bs", "32",
-        "--oversample", "3", "--merge-val-test", "--normalize", "--out", s(&run), "--quiet",
+        "train",
+        "--data",
+        s(&data),
+        "--arch",
+        "xresnet18",
+        "--size",
+        "64",
+        "--presize",
+        "96",
+        "--epochs",
+        "1",
+        "--bs",
+        "32",
+        "--oversample",
+        "3",
+        "--merge-val-test",
+        "--normalize",
+        "--out",
+        s(&run),
+        "--quiet",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -12,6 +12,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// The arguments mirror PyTorch's `Conv2d(c_in, c_out, k, stride, padding, bias=False)`.
+    #[allow(clippy::too_many_arguments)]
     /// A bias-free convolution `c_in -> c_out` with a square `k` kernel, as in ResNets.
     pub fn new(
         ps: &mut ParamStore,

@@ -97,6 +97,28 @@ pub fn run(cmd: Command) -> Result<()> {
         }
         Command::Ablation(a) => ablation(&a),
         Command::Serve(a) => a.run(),
+        Command::Bench {
+            arch,
+            mode,
+            batch,
+            size,
+            iters,
+            device,
+        } => {
+            let train = match mode.as_str() {
+                "train" => true,
+                "infer" => false,
+                other => bail!("unknown bench mode {other:?} (expected infer or train)"),
+            };
+            super::bench::run(super::bench::BenchArgs {
+                arch: arch.parse().map_err(anyhow::Error::msg)?,
+                train,
+                batch,
+                size,
+                iters,
+                device: parse_device(&device).map_err(anyhow::Error::msg)?,
+            })
+        }
         Command::Export { model, out, format } => {
             if format != "onnx" {
                 bail!("unknown export format {format:?} (expected onnx)");

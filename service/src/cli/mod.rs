@@ -1,6 +1,7 @@
 //! The command line: parses arguments and calls the library; errors become a
 //! message on stderr and a non-zero exit.
 
+mod bench;
 mod commands;
 mod progress;
 
@@ -66,6 +67,22 @@ pub enum Command {
     },
     /// Run the recipe's tricks cumulatively and print a table of metrics per step.
     Ablation(AblationArgs),
+    /// Time one network on random input: images/s and the median step (JSON line).
+    Bench {
+        #[arg(long, default_value = "resnet18")]
+        arch: String,
+        /// `infer` (eval forward + softmax) or `train` (forward, backward, AdamW step).
+        #[arg(long, default_value = "infer")]
+        mode: String,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Export a trained model (ONNX).
     Export {
         #[arg(long)]

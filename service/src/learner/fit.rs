@@ -123,6 +123,9 @@ pub struct LrFindResult {
     pub suggestions: Option<LrSuggestions>,
 }
 
+/// Mean validation loss, per-image probabilities and the true labels.
+pub type Validation = (f64, Vec<Vec<f32>>, Vec<u32>);
+
 /// A checkpoint taken after an epoch: network weights are in the network itself.
 pub struct OptState {
     pub tensors: HashMap<String, Tensor>,
@@ -240,7 +243,7 @@ impl Learner {
             if finite {
                 opt.step(&grads)?;
                 self.good_steps += 1;
-                if self.good_steps % 500 == 0 {
+                if self.good_steps.is_multiple_of(500) {
                     self.loss_scale *= 2.0;
                 }
             } else {
@@ -255,7 +258,7 @@ impl Learner {
     }
 
     /// Eval-mode pass over the validation set: mean loss and per-image probabilities.
-    pub fn validate(&self, dls: &DataLoaders) -> Result<(f64, Vec<Vec<f32>>, Vec<u32>), FitError> {
+    pub fn validate(&self, dls: &DataLoaders) -> Result<Validation, FitError> {
         let mut total = 0.0;
         let mut n = 0usize;
         let mut probs = Vec::new();

@@ -105,10 +105,11 @@ impl AdamW {
                 let Some(g) = grads.get(s.var.as_tensor()) else {
                     continue;
                 };
-                let g = g.to_dtype(s.m.dtype())?;
-                s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-                s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-                let mut theta = s.var.as_tensor().clone();
+                // Detached: the moments must not keep this step's autograd graph alive.
+                let g = g.detach().to_dtype(s.m.dtype())?;
+                s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?.detach();
+                s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?.detach();
+                let mut theta = s.var.as_tensor().detach();
                 if s.decay && c.wd != 0.0 {
                     theta = (theta * (1.0 - lr * c.wd))?;
                 }

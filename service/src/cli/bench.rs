@@ -1,0 +1,63 @@
+//! `cxr bench`: images/s and the median step time of one network on random
+//! input, inference or a full training step (forward, backward, AdamW).
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use cxr_models::{Arch, NetConfig, Network};
+use cxr_service::learner::optim::{AdamW, AdamWConfig};
+use std::time::Instant;
+
+pub struct BenchArgs {
+    pub arch: Arch,
+    pub train: bool,
+    pub batch: usize,
+    pub size: usize,
+    pub iters: usize,
+    pub device: Device,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.batch == 0 || a.size < 32 || a.iters == 0 {
+        anyhow::bail!("bench needs --batch >= 1, --size >= 32 and --iters >= 1");
+    }
+    let net = Network::new(NetConfig::standard(a.arch, 2), &a.device, 0)?;
+    let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.size, a.size), &a.device)?;
+    let y = Tensor::from_vec(
+        (0..a.batch as u32).map(|i| i % 2).collect::<Vec<_>>(),
+        a.batch,
+        &a.device,
+    )?;
+    let mut opt = AdamW::new(net.param_groups(), AdamWConfig::default())?;
+    opt.set_lrs(&[1e-4; 3]);
+    let mut step = || -> Result<()> {
+        if a.train {
+            let logits = net.forward_t(&x, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            opt.step(&loss.backward()?)?;
+        } else {
+            let p = net.predict_proba(&x)?;
+            p.to_vec2::<f32>()?;
+        }
+        Ok(())
+    };
+    step()?; // warm-up
+    let mut times = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "arch": a.arch.as_str(), "mode": if a.train { "train" } else { "infer" }, "batch": a.batch, "size": a.size,
+            "iters": a.iters, "median_step_ms": (median * 1e3 * 100.0).round() / 100.0,
+            "images_per_s": ((a.batch as f64 / median) * 100.0).round() / 100.0,
+            "min_step_ms": (times[0] * 1e3 * 100.0).round() / 100.0,
+            "device": format!("{:?}", a.device.location()),
+        })
+    );
+    Ok(())
+}
