@@ -179,7 +179,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 32)]
     pub bs: usize,
     /// One learning rate, or lo..hi spread over the parameter groups.
-    #[arg(long, default_value = "3e-3")]
+    #[arg(long, default_value = "3e-3", allow_hyphen_values = true)]
     pub lr: String,
     #[arg(long)]
     pub freeze: bool,
@@ -230,7 +230,7 @@ pub struct AblationArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 32)]
     pub bs: usize,
-    #[arg(long, default_value = "3e-3")]
+    #[arg(long, default_value = "3e-3", allow_hyphen_values = true)]
     pub lr: String,
     /// ImageNet weights for the pretrained steps; without them those steps are skipped.
     #[arg(long)]
