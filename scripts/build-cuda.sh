@@ -8,7 +8,7 @@
 # - `cargo build --release -p cxr-service --features cuda` and the cxr-models test binaries
 #   (`cargo test --no-run --release -p cxr-models --features cuda`, for the parity checks on CUDA),
 #   both into target/cuda (CARGO_TARGET_DIR) so the CPU build is left alone;
-# - .gpu/: cxr (stripped), tests/<name> (stripped), fixtures/, data/chest-xray-mini/ (from
+# - .gpu/: bin.tar.xz (cxr and tests/<name>, stripped), fixtures/, data/chest-xray-mini/ (from
 #   ../shared/data, a subset if the whole does not fit), BUILD_INFO. Run on the GPU machine with
 #   scripts/gpu-check.sh OUT_DIR.
 #
@@ -73,14 +73,22 @@ echo "$TESTS" | sed 's/^/build-cuda: test binary /'
 # --- .gpu/ ------------------------------------------------------------------------------------
 G=$ROOT/.gpu
 rm -rf "$G"
-mkdir -p "$G/tests" "$G/data"
-cp "$BIN" "$G/cxr"
-strip "$G/cxr"
+mkdir -p "$G/data"
+# The binaries embed candle's kernels (PTX text and sm_90a cubins): 67 MB stripped for cxr, ~50 MB
+# per test binary. xz packs them all into ~22 MB (the kernels repeat across binaries);
+# gpu-check.sh unpacks bin.tar.xz (with tar, or Python's tarfile where xz is missing).
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$STAGE/tests"
+cp "$BIN" "$STAGE/cxr"
+strip "$STAGE/cxr"
 while IFS=$'\t' read -r name exe; do
   [ -n "$name" ] || continue
-  cp "$exe" "$G/tests/$name"
-  strip "$G/tests/$name"
+  cp "$exe" "$STAGE/tests/$name"
+  strip "$STAGE/tests/$name"
 done <<<"$TESTS"
+echo "build-cuda: packing .gpu/bin.tar.xz (cxr $(du -h "$STAGE/cxr" | cut -f1), tests $(du -sh "$STAGE/tests" | cut -f1), stripped)"
+tar -C "$STAGE" -cf - cxr tests | xz -T2 -6 >"$G/bin.tar.xz"
 cp -r models/tests/fixtures "$G/fixtures"
 {
   echo "built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -99,6 +107,7 @@ if [ -d "$DATA" ]; then
   used=$(du -sm "$G" | cut -f1)
   data_mib=$(du -smL "$DATA" | cut -f1)
   room=$((BUDGET_MIB - used))
+  [ "$room" -lt 1 ] && room=1
   if [ -z "$MAX_IMAGES" ] && [ "$data_mib" -le "$room" ]; then
     cp -rL "$DATA" "$G/data/chest-xray-mini"
     echo "build-cuda: copied chest-xray-mini whole (${data_mib} MiB)"
@@ -107,6 +116,7 @@ if [ -d "$DATA" ]; then
     total=$(find -L "$DATA" -type f \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' \) | wc -l)
     if [ -z "$MAX_IMAGES" ]; then
       MAX_IMAGES=$((total * room * 9 / 10 / (data_mib > 0 ? data_mib : 1)))
+      [ "$MAX_IMAGES" -lt 40 ] && MAX_IMAGES=40
     fi
     mkdir -p "$G/data/chest-xray-mini"
     find -L "$DATA" -maxdepth 1 -type f -exec cp {} "$G/data/chest-xray-mini/" \;

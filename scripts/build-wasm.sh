@@ -8,7 +8,7 @@
 #
 # Needs: rustup (adds wasm32-unknown-unknown), wasm-bindgen-cli of the exact
 # version in Cargo.lock (installed with cargo if missing), and optionally
-# wasm-opt (binaryen; installed with apt-get when possible, else skipped).
+# wasm-opt (binaryen from npm, pinned; Debian's 108 breaks wasm-bindgen output), else skipped.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,14 +43,22 @@ if [[ "$HAVE_WB" != "$WB_VERSION" ]]; then
     || cargo install wasm-bindgen-cli --version "$WB_VERSION"
 fi
 
-if ! command -v wasm-opt >/dev/null; then
-  if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-    say "installing binaryen (wasm-opt)"
-    (apt-get install -y binaryen >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y binaryen >/dev/null 2>&1; }) \
-      || echo "note: could not install binaryen; the .wasm will not be size-optimised"
-  else
-    echo "note: wasm-opt not found and apt-get not usable; skipping wasm-opt (install binaryen for a smaller .wasm)"
-  fi
+# wasm-opt: Debian's binaryen (108) breaks wasm-bindgen's externref table, so
+# use binaryen from npm (pinned; a self-contained wasm build of the tools).
+BINARYEN_VERSION="${BINARYEN_VERSION:-132.0.0}"
+TOOLS="$ROOT/target/wasm-tools"
+WASM_OPT="${WASM_OPT:-$TOOLS/node_modules/.bin/wasm-opt}"
+if [[ ! -x "$WASM_OPT" ]] && command -v npm >/dev/null; then
+  say "installing binaryen $BINARYEN_VERSION (wasm-opt) from npm into ${TOOLS#$ROOT/}"
+  mkdir -p "$TOOLS"
+  npm install --prefix "$TOOLS" --no-audit --no-fund "binaryen@$BINARYEN_VERSION" >/dev/null 2>&1 \
+    || echo "note: could not install binaryen from npm"
+fi
+if [[ ! -x "$WASM_OPT" ]]; then
+  WASM_OPT="$(command -v wasm-opt || true)"
+fi
+if [[ -z "$WASM_OPT" ]]; then
+  echo "note: no wasm-opt available; the .wasm will not be size-optimised"
 fi
 
 say "cargo build --release --target $TARGET -p cxr-wasm"
@@ -71,14 +79,14 @@ bindgen() { # $1 = --target, $2 = out dir
 # externref table); only then optimise the web build the same way.
 OPT_OK=0
 optimise() { # $1 = wasm file
-  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  "$WASM_OPT" -Oz --strip-debug --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-multivalue --enable-reference-types \
     -o "$1.opt" "$1"
 }
 TMP_NODE="$(mktemp -d)"
 trap 'rm -rf "$TMP_NODE"' EXIT
 bindgen nodejs "$TMP_NODE"
-if command -v wasm-opt >/dev/null; then
+if [[ -n "$WASM_OPT" ]]; then
   cp "$TMP_NODE/cxr_wasm_bg.wasm" "$TMP_NODE/raw.wasm"
   if optimise "$TMP_NODE/cxr_wasm_bg.wasm" && mv "$TMP_NODE/cxr_wasm_bg.wasm.opt" "$TMP_NODE/cxr_wasm_bg.wasm" \
     && command -v node >/dev/null \
@@ -91,9 +99,9 @@ if command -v wasm-opt >/dev/null; then
       try { w.preprocess(Buffer.from("nope"), spec); process.exit(1); } catch (e) { if (!/not a supported image/.test(e.message)) process.exit(1); }
     ' "$TMP_NODE" 2>/dev/null; then
     OPT_OK=1
-    echo "after wasm-opt -Oz:  $(size_of "$TMP_NODE/cxr_wasm_bg.wasm") bytes ($(wasm-opt --version))"
+    echo "after wasm-opt -Oz:  $(size_of "$TMP_NODE/cxr_wasm_bg.wasm") bytes ($("$WASM_OPT" --version))"
   else
-    echo "note: $(wasm-opt --version 2>/dev/null) produced a module that does not load (old binaryen vs wasm-bindgen's externref table); shipping the unoptimised .wasm. Install binaryen >= 116 for -Oz."
+    echo "note: $("$WASM_OPT" --version 2>/dev/null) produced a module that does not load (old binaryen vs wasm-bindgen's externref table); shipping the unoptimised .wasm. Install binaryen >= 116 for -Oz."
     mv "$TMP_NODE/raw.wasm" "$TMP_NODE/cxr_wasm_bg.wasm"
   fi
   rm -f "$TMP_NODE/raw.wasm"

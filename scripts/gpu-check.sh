@@ -52,7 +52,15 @@ run() {
   return $rc
 }
 
-[ -x "$G/cxr" ] || { log "no $G/cxr: run scripts/build-cuda.sh on the build machine and carry .gpu"; exit 2; }
+# The binaries travel packed (.gpu/bin.tar.xz, see build-cuda.sh); unpack them next to OUT.
+B=$G
+if [ -f "$G/bin.tar.xz" ]; then
+  B=${CXR_GPU_BIN_DIR:-${TMPDIR:-/tmp}/cxr-gpu-bin}
+  rm -rf "$B" && mkdir -p "$B"
+  tar -C "$B" -xJf "$G/bin.tar.xz" 2>/dev/null ||
+    "${PYTHON:-python3}" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$G/bin.tar.xz" "$B"
+fi
+[ -x "$B/cxr" ] || { log "no $B/cxr: run scripts/build-cuda.sh on the build machine and carry .gpu"; exit 2; }
 cp "$G/BUILD_INFO" "$OUT/BUILD_INFO" 2>/dev/null
 
 # --- 1. environment ---------------------------------------------------------------------------
@@ -79,7 +87,7 @@ export LD_LIBRARY_PATH=${NVLIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$OUT/nvidia-smi.csv" 2>&1
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
-ldd "$G/cxr" >"$OUT/ldd.txt" 2>&1
+ldd "$B/cxr" >"$OUT/ldd.txt" 2>&1
 if grep -q 'not found' "$OUT/ldd.txt"; then
   log "the CUDA binary is missing libraries (carry them in .gpu/lib or install the wheel):"
   grep 'not found' "$OUT/ldd.txt" | sed 's/^/    /' >&2
@@ -101,14 +109,14 @@ if [ -n "$MD" ] && [ ! -e "$MD/tests/fixtures/resnet18_w8_io.safetensors" ]; the
     log "cannot create $MD/tests/fixtures; the parity tests will not find their fixtures"
   fi
 fi
-for t in "$G"/tests/*; do
+for t in "$B"/tests/*; do
   [ -x "$t" ] || continue
   run "test-$(basename "$t")" 180 "$t" --test-threads=4
 done
 [ -n "$MADE_LINK" ] && rm -f "$MADE_LINK"
 
 # --- 3. cxr bench -----------------------------------------------------------------------------
-CXR=$G/cxr
+CXR=$B/cxr
 run bench-infer-b1 90 "$CXR" bench --arch resnet18 --mode infer --batch 1 --size 224 --iters 50 --device cuda
 run bench-infer-b32 90 "$CXR" bench --arch resnet18 --mode infer --batch 32 --size 224 --iters 20 --device cuda
 run bench-train-b32 120 "$CXR" bench --arch resnet18 --mode train --batch 32 --size 224 --iters 10 --device cuda
