@@ -11,6 +11,8 @@ pub mod preprocess;
 #[cfg(feature = "nn")]
 pub mod head;
 #[cfg(feature = "nn")]
+pub mod kernels;
+#[cfg(feature = "nn")]
 pub mod layers;
 #[cfg(feature = "nn")]
 pub mod network;

@@ -100,7 +100,8 @@ pub struct ResNet18Body {
 
 impl ResNet18Body {
     pub fn new(ps: &mut ParamStore, widths: [usize; 4]) -> Result<Self> {
-        let conv1 = Conv2d::new(ps, "conv1", 3, widths[0], 7, 2, 3, Init::KaimingNormal)?;
+        let mut conv1 = Conv2d::new(ps, "conv1", 3, widths[0], 7, 2, 3, Init::KaimingNormal)?;
+        conv1.input_grad = false; // it sees the image
         let bn1 = BatchNorm::new(ps, "bn1", widths[0], false)?;
         let mut layers = Vec::new();
         let mut c_in = widths[0];

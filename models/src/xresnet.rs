@@ -140,6 +140,7 @@ impl XResNet18Body {
             )?);
             c_in = c;
         }
+        stem[0].conv.input_grad = false; // it sees the image
         let mut layers = Vec::new();
         for (i, &w) in widths.iter().enumerate() {
             let stride = if i == 0 { 1 } else { 2 };

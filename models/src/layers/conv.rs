@@ -9,6 +9,10 @@ pub struct Conv2d {
     pub bias: Option<Var>,
     pub stride: usize,
     pub padding: usize,
+    /// Whether backward computes the gradient of the input. The first
+    /// convolution of a network sees the image, which needs none: the
+    /// network sets this to false there and saves a whole transposed convolution.
+    pub input_grad: bool,
 }
 
 impl Conv2d {
@@ -38,12 +42,13 @@ impl Conv2d {
             bias: None,
             stride,
             padding,
+            input_grad: true,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight.as_tensor().to_dtype(x.dtype())?;
-        let y = x.conv2d(&w, self.padding, self.stride, 1, 1)?;
+        let y = crate::kernels::conv2d(x, &w, self.stride, self.padding, self.input_grad)?;
         match &self.bias {
             Some(b) => {
                 let b = b.as_tensor().to_dtype(x.dtype())?.reshape((1, (), 1, 1))?;

@@ -1,0 +1,43 @@
+//! cxr's own CPU kernels for the ops that dominate ResNet training and
+//! inference, as candle custom ops (issue 7).
+//!
+//! candle 0.11's CPU convolution builds its patch matrix one value at a time
+//! and computes the input gradient with a direct transposed-convolution loop;
+//! here convolution forward, input gradient and weight gradient are all
+//! im2col/col2im with contiguous row copies around one GEMM per image (the
+//! `gemm` crate, with its AVX-512 kernels enabled), scratch buffers are reused
+//! per thread, and the image's own gradient is never computed.
+//!
+//! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
+//! half precision) goes to candle's ops, so the model code is the same
+//! everywhere. `CXR_KERNELS=candle` (or [`set_enabled`]) switches back to
+//! candle's CPU ops, which is how the benchmarks compare the two.
+
+mod conv;
+mod gemm;
+mod im2col;
+
+pub use conv::{conv2d, ConvGeom};
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// 0 = not decided yet, 1 = cxr kernels, 2 = candle's ops.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether cxr's CPU kernels are used (default: yes, unless `CXR_KERNELS=candle`).
+pub fn enabled() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = !matches!(std::env::var("CXR_KERNELS").as_deref(), Ok("candle"));
+            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Turns cxr's CPU kernels on or off for the whole process.
+pub fn set_enabled(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
