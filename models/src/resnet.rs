@@ -65,7 +65,7 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
         let id = match &self.downsample {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
@@ -122,7 +122,7 @@ impl ResNet18Body {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let mut x = max_pool_3x3_s2_p1(&x)?;
         for layer in &self.layers {
             for block in layer {

@@ -48,6 +48,10 @@ impl ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, train)
     }
+
+    fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_relu_t(&self.conv.forward(x)?, train)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +105,7 @@ impl XBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
         let mut id = if self.pool {
             avg_pool2_ceil(x)?
@@ -160,7 +164,7 @@ impl XResNet18Body {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for s in &self.stem {
-            x = s.forward_t(&x, train)?.relu()?;
+            x = s.forward_relu_t(&x, train)?;
         }
         let mut x = max_pool_3x3_s2_p1(&x)?;
         for layer in &self.layers {

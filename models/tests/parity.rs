@@ -11,6 +11,32 @@ use cxr_models::{Arch, NetConfig, Network};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// The device under test: `CXR_TEST_DEVICE=cuda` (or `cuda:N`) runs the same
+/// checks on a GPU (scripts/gpu-check.sh does); default the CPU.
+fn dev() -> Device {
+    match std::env::var("CXR_TEST_DEVICE").as_deref() {
+        Ok(d) if d.starts_with("cuda") => {
+            let n = d
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Device::new_cuda(n)
+                .expect("CXR_TEST_DEVICE asks for CUDA, which this build or machine lacks")
+        }
+        _ => Device::Cpu,
+    }
+}
+
+/// A tolerance stated for the CPU, loosened to `gpu` on CUDA (cuDNN/cuBLAS
+/// pick other summation orders and may use TF32).
+fn tol(cpu: f32, gpu: f32) -> f32 {
+    if dev().is_cuda() {
+        gpu
+    } else {
+        cpu
+    }
+}
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -18,7 +44,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn io(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name), &Device::Cpu).expect("fixture")
+    candle_core::safetensors::load(fixture(name), &dev()).expect("fixture")
 }
 
 fn w8_config() -> NetConfig {
@@ -58,7 +84,7 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn loaded_w8(file: &str) -> Network {
-    let net = Network::new(w8_config(), &Device::Cpu, 0).unwrap();
+    let net = Network::new(w8_config(), &dev(), 0).unwrap();
     let report = load_pretrained(&net, &fixture(file)).unwrap();
     assert!(
         report.new.is_empty(),
@@ -73,7 +99,31 @@ fn check_eval_logits(net: &Network) {
     let t = io("resnet18_w8_io.safetensors");
     let logits = net.forward_t(&t["input"], false).unwrap();
     let d = max_abs_diff(&logits, &t["eval_logits"]);
-    assert!(d < 1e-4, "eval logits differ from PyTorch by {d}");
+    assert!(
+        d < tol(1e-4, 5e-3),
+        "eval logits differ from PyTorch by {d}"
+    );
+}
+
+/// bf16 activations with f32 master weights (the mixed-precision forward)
+/// against PyTorch's f32 logits. Tolerance: 5e-2 relative (bf16 keeps 8 bits
+/// of mantissa). CPU convolutions have no bf16 kernels: CUDA only.
+#[test]
+fn bf16_forward_is_close_to_pytorch_f32() {
+    if dev().is_cpu() {
+        eprintln!("SKIPPED: bf16 convolutions need CUDA (CXR_TEST_DEVICE=cuda)");
+        return;
+    }
+    let net = loaded_w8("resnet18_w8.pth");
+    let t = io("resnet18_w8_io.safetensors");
+    let x = t["input"].to_dtype(DType::BF16).unwrap();
+    let logits = net
+        .forward_t(&x, false)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let e = rel_err(&logits, &t["eval_logits"]);
+    assert!(e < 5e-2, "bf16 eval logits rel err {e}");
 }
 
 #[test]
@@ -98,7 +148,7 @@ fn train_mode_forward_loss_gradients_and_running_stats_match_pytorch() {
     let t = io("resnet18_w8_io.safetensors");
     let logits = net.forward_t(&t["input"], true).unwrap();
     let e = rel_err(&logits, &t["train_logits"]);
-    assert!(e < 1e-3, "train logits rel err {e}");
+    assert!(e < tol(1e-3, 1e-2), "train logits rel err {e}");
     let target = t["target"].to_dtype(DType::U32).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();
     let e = rel_err(&loss.reshape(1).unwrap(), &t["train_loss"]);
@@ -112,7 +162,7 @@ fn train_mode_forward_loss_gradients_and_running_stats_match_pytorch() {
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("no gradient for {name}"));
             let e = rel_err(got, want);
-            assert!(e < 1e-3, "gradient of {name}: rel err {e}");
+            assert!(e < tol(1e-3, 2e-2), "gradient of {name}: rel err {e}");
             checked += 1;
         }
         if let Some(name) = key.strip_prefix("after.") {
@@ -163,7 +213,7 @@ fn fastai_head_matches_pytorch() {
         head: HeadKind::Fastai,
         head_hidden: 32,
     };
-    let net = Network::new(cfg, &Device::Cpu, 0).unwrap();
+    let net = Network::new(cfg, &dev(), 0).unwrap();
     let mut n = 0;
     for (k, v) in &t {
         if k.starts_with("head.") && !k.ends_with("num_batches_tracked") {
@@ -191,7 +241,7 @@ fn onnx_export_round_trips_through_the_importer() {
 }
 
 fn loaded_w8_from(path: &std::path::Path) -> Network {
-    let net = Network::new(w8_config(), &Device::Cpu, 1).unwrap();
+    let net = Network::new(w8_config(), &dev(), 1).unwrap();
     load_pretrained(&net, path).unwrap();
     net
 }
@@ -206,11 +256,11 @@ fn wrong_architecture_and_shape_mismatch_are_clear_errors() {
         .collect();
     tensors.insert(
         "layer1.2.conv1.weight".into(),
-        Tensor::zeros((8, 8, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros((8, 8, 3, 3), DType::F32, &dev()).unwrap(),
     );
     let p34 = dir.path().join("r34.safetensors");
     candle_core::safetensors::save(&tensors, &p34).unwrap();
-    let net = Network::new(w8_config(), &Device::Cpu, 0).unwrap();
+    let net = Network::new(w8_config(), &dev(), 0).unwrap();
     let err = load_pretrained(&net, &p34).unwrap_err();
     assert!(
         matches!(err, WeightsError::WrongArchitecture { .. }),
@@ -223,7 +273,7 @@ fn wrong_architecture_and_shape_mismatch_are_clear_errors() {
             widths: [64, 128, 256, 512],
             ..w8_config()
         },
-        &Device::Cpu,
+        &dev(),
         0,
     )
     .unwrap();
@@ -254,7 +304,7 @@ fn pretrained_body_gets_a_new_fastai_head() {
         head_hidden: 32,
         ..w8_config()
     };
-    let net = Network::new(cfg, &Device::Cpu, 0).unwrap();
+    let net = Network::new(cfg, &dev(), 0).unwrap();
     let r = load_pretrained(&net, &fixture("resnet18_w8.pth")).unwrap();
     assert!(
         r.new.iter().any(|n| n == "head.4.weight"),
@@ -282,7 +332,7 @@ fn saved_model_loads_back_identically() {
         spec,
     );
     save_model(&net, &card, dir.path()).unwrap();
-    let (back, card2) = load_model(dir.path(), &Device::Cpu).unwrap();
+    let (back, card2) = load_model(dir.path(), &dev()).unwrap();
     assert_eq!(card, card2);
     let t = io("resnet18_w8_io.safetensors");
     let a = net.forward_t(&t["input"], false).unwrap();
@@ -292,7 +342,7 @@ fn saved_model_loads_back_identically() {
     let w = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(load_model(dir.path(), &Device::Cpu).is_err());
+    assert!(load_model(dir.path(), &dev()).is_err());
 }
 
 #[test]
@@ -301,9 +351,9 @@ fn batch_norm_trains_in_half_precision_with_f32_statistics() {
     // CUDA); the batch norm itself is checked here in bf16 and f16 on the CPU.
     use cxr_models::layers::BatchNorm;
     use cxr_models::params::ParamStore;
-    let x = Tensor::randn(0f32, 1.0, (8, 4, 5, 5), &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (8, 4, 5, 5), &dev()).unwrap();
     let want = {
-        let mut ps = ParamStore::new(&Device::Cpu, 0);
+        let mut ps = ParamStore::new(&dev(), 0);
         let bn = BatchNorm::new(&mut ps, "bn", 4, false).unwrap();
         (
             bn.forward_t(&x, true).unwrap(),
@@ -311,7 +361,7 @@ fn batch_norm_trains_in_half_precision_with_f32_statistics() {
         )
     };
     for dt in [DType::BF16, DType::F16] {
-        let mut ps = ParamStore::new(&Device::Cpu, 0);
+        let mut ps = ParamStore::new(&dev(), 0);
         let bn = BatchNorm::new(&mut ps, "bn", 4, false).unwrap();
         let xh = candle_core::Var::from_tensor(&x.to_dtype(dt).unwrap()).unwrap();
         let y = bn.forward_t(xh.as_tensor(), true).unwrap();

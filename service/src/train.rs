@@ -259,6 +259,8 @@ pub fn run_recipe(
         let Some((d, _)) = dls.as_mut() else {
             unreachable!("loaders were just built")
         };
+        // On a GPU the crop/rotate/zoom resampling runs there (the CPU only decodes).
+        d.device_augment = device.is_cuda();
         // Normalisation: fixed at the first stage so the model always sees the same scale.
         let stats = match norm {
             Some(n) => n,

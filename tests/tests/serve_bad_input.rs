@@ -137,6 +137,13 @@ fn bad_inputs_get_4xx_and_the_server_keeps_serving() {
         .err(404);
     s.post("/v1/jobs/nope/resume", None, b"", None).err(401);
 
+    // -------- a known route with the wrong method: 405 in the API's error shape
+    assert_eq!(s.get("/v1/predict").err(405), "method_not_allowed");
+    assert_eq!(
+        s.post("/healthz", None, b"", None).err(405),
+        "method_not_allowed"
+    );
+
     // -------- a model, then bad images
     let r = s.post_json("/v1/jobs", &job, Some(TOKEN));
     assert_eq!(r.status, 202, "{}", r.text());

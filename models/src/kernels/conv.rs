@@ -4,7 +4,7 @@
 
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
-use super::im2col::{col2im, im2col};
+use super::im2col::{col2im, col2im_at, im2col, im2col_at};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -107,9 +107,61 @@ fn per_image(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], usize) + S
     }
 }
 
+/// Below this many output positions per image (ResNet's last stages), one
+/// GEMM per image is too thin to run at speed: the whole batch's patches go
+/// side by side into one matrix and one GEMM instead.
+const BATCHED_BELOW_COLS: usize = 256;
+
+fn batched(n: usize, g: &ConvGeom) -> bool {
+    n > 1 && g.cols() < BATCHED_BELOW_COLS
+}
+
+/// All images' patch matrices side by side: `rows x (n * cols)`.
+fn batch_im2col(x: &[f32], n: usize, g: &ConvGeom, col: &mut [f32]) {
+    let (cols, per_in) = (g.cols(), g.c * g.h * g.w);
+    for i in 0..n {
+        im2col_at(&x[i * per_in..(i + 1) * per_in], g, col, n * cols, i * cols);
+    }
+}
+
+/// NCHW `(n, o, cols)` <-> the batched layout `(o, n * cols)`.
+fn to_batched(y: &[f32], n: usize, o: usize, cols: usize, out: &mut [f32]) {
+    for i in 0..n {
+        for oc in 0..o {
+            out[oc * n * cols + i * cols..][..cols]
+                .copy_from_slice(&y[(i * o + oc) * cols..][..cols]);
+        }
+    }
+}
+
+fn from_batched(yb: &[f32], n: usize, o: usize, cols: usize, out: &mut [f32]) {
+    for i in 0..n {
+        for oc in 0..o {
+            out[(i * o + oc) * cols..][..cols]
+                .copy_from_slice(&yb[oc * n * cols + i * cols..][..cols]);
+        }
+    }
+}
+
 /// Forward: per image `y = W (O x CKK) * col(x) (CKK x OH*OW)`.
 pub fn conv_forward(x: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) -> Vec<f32> {
     let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
+    if batched(n, g) {
+        let mut out = vec![0.0f32; n * o * cols];
+        let mut yb = vec![0.0f32; n * o * cols];
+        with_scratch(rows * n * cols, |col| {
+            batch_im2col(x, n, g, col);
+            sgemm(
+                &mut yb,
+                MatRef::new(w, o, rows),
+                MatRef::new(col, rows, n * cols),
+                false,
+                threads(),
+            );
+        });
+        from_batched(&yb, n, o, cols, &mut out);
+        return out;
+    }
     let wm = MatRef::new(w, o, rows);
     let mut out = vec![0.0f32; n * o * cols];
     per_image(&mut out, n, |i, y, t| {
@@ -131,6 +183,17 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
     let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
     let wt = MatRef::new(w, o, rows).t();
     let mut dx = vec![0.0f32; n * per_in];
+    if batched(n, g) {
+        let mut dyb = vec![0.0f32; n * o * cols];
+        to_batched(dy, n, o, cols, &mut dyb);
+        with_scratch(rows * n * cols, |dcol| {
+            sgemm(dcol, wt, MatRef::new(&dyb, o, n * cols), false, threads());
+            for (i, dxi) in dx.chunks_mut(per_in).enumerate() {
+                col2im_at(dcol, g, dxi, n * cols, i * cols);
+            }
+        });
+        return dx;
+    }
     per_image(&mut dx, n, |i, dxi, t| {
         let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
         if g.is_pointwise() {
@@ -167,6 +230,22 @@ pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom)
     let t = threads().min(n).max(1);
     let mut dw = vec![0.0f32; o * rows];
     if n == 0 {
+        return dw;
+    }
+    if batched(n, g) {
+        let mut dyb = vec![0.0f32; n * o * cols];
+        to_batched(dy, n, o, cols, &mut dyb);
+        with_scratch(rows * n * cols, |col| {
+            batch_im2col(x, n, g, col);
+            let colt = MatRef::new(col, rows, n * cols).t();
+            sgemm(
+                &mut dw,
+                MatRef::new(&dyb, o, n * cols),
+                colt,
+                false,
+                threads(),
+            );
+        });
         return dw;
     }
     if t == 1 {
@@ -337,6 +416,12 @@ mod tests {
             (2, 6, 9, 9, 5, 1, 2, 0),
             (1, 3, 10, 12, 2, 3, 1, 1),
             (4, 2, 5, 5, 3, 3, 1, 0),
+            (1, 3, 5, 5, 4, 3, 1, 1),
+            (300, 2, 1, 1, 3, 1, 1, 0),
+            // One GEMM per image (>= BATCHED_BELOW_COLS output positions).
+            (2, 3, 20, 20, 4, 3, 1, 1),
+            (2, 4, 33, 33, 3, 3, 2, 1),
+            (3, 5, 17, 17, 2, 1, 1, 0),
         ];
         for (i, &(n, c, h, w, o, k, s, p)) in cases.iter().enumerate() {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?)?;

@@ -82,8 +82,14 @@ impl ConvGeom {
 
 /// Fills `col` (`rows x cols`, row-major) with the patches of `x` (`c x h x w`).
 pub fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
+    im2col_at(x, g, col, g.cols(), 0)
+}
+
+/// [`im2col`] into a wider matrix: row `r` of this image's patches lands at
+/// `col[r * ld + off..][..cols]`, so several images can sit side by side.
+pub fn im2col_at(x: &[f32], g: &ConvGeom, col: &mut [f32], ld: usize, off: usize) {
     debug_assert_eq!(x.len(), g.c * g.h * g.w);
-    debug_assert_eq!(col.len(), g.rows() * g.cols());
+    assert!(off + g.cols() <= ld && col.len() >= (g.rows() - 1) * ld + off + g.cols());
     let (ow, s) = (g.ow, g.stride);
     for c in 0..g.c {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -91,7 +97,7 @@ pub fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
             let (ylo, yhi) = g.valid(g.oh, g.h, i);
             for j in 0..g.kw {
                 let row = (c * g.kh + i) * g.kw + j;
-                let dst_row = &mut col[row * g.cols()..(row + 1) * g.cols()];
+                let dst_row = &mut col[row * ld + off..row * ld + off + g.cols()];
                 let (xlo, xhi) = g.valid(ow, g.w, j);
                 dst_row[..ylo * ow].fill(0.0);
                 dst_row[yhi * ow..].fill(0.0);
@@ -120,8 +126,13 @@ pub fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
 
 /// Adds the patch matrix `col` back into the image `dx` (the adjoint of [`im2col`]).
 pub fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
+    col2im_at(col, g, dx, g.cols(), 0)
+}
+
+/// [`col2im`] from a wider matrix laid out as in [`im2col_at`].
+pub fn col2im_at(col: &[f32], g: &ConvGeom, dx: &mut [f32], ld: usize, off: usize) {
     debug_assert_eq!(dx.len(), g.c * g.h * g.w);
-    debug_assert_eq!(col.len(), g.rows() * g.cols());
+    assert!(off + g.cols() <= ld && col.len() >= (g.rows() - 1) * ld + off + g.cols());
     let (ow, s) = (g.ow, g.stride);
     for c in 0..g.c {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -129,7 +140,7 @@ pub fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
             let (ylo, yhi) = g.valid(g.oh, g.h, i);
             for j in 0..g.kw {
                 let row = (c * g.kh + i) * g.kw + j;
-                let src_row = &col[row * g.cols()..(row + 1) * g.cols()];
+                let src_row = &col[row * ld + off..row * ld + off + g.cols()];
                 let (xlo, xhi) = g.valid(ow, g.w, j);
                 if xlo == xhi {
                     continue;

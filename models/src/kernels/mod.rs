@@ -13,10 +13,14 @@
 //! everywhere. `CXR_KERNELS=candle` (or [`set_enabled`]) switches back to
 //! candle's CPU ops, which is how the benchmarks compare the two.
 
+mod batch_norm;
 mod conv;
 mod gemm;
 mod im2col;
 
+pub use batch_norm::{
+    applies as batch_norm_applies, batch_norm_eval, batch_norm_train, batch_stats, channel_stats,
+};
 pub use conv::{conv2d, ConvGeom};
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -6,6 +6,7 @@
 //! activations work (candle-nn's BatchNorm fails there). Works on `[N, C, H, W]`
 //! (BatchNorm2d) and `[N, C]` (BatchNorm1d).
 
+use crate::kernels;
 use crate::params::{Init, Kind, ParamStore};
 use candle_core::{DType, Result, Tensor, Var};
 
@@ -74,6 +75,60 @@ impl BatchNorm {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, false)
+    }
+
+    /// `relu(bn(x))`, fused into one pass on the CPU kernels.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if kernels::batch_norm_applies(x) {
+            return self.forward_kernels(x, train, relu);
+        }
+        let y = self.forward_ops(x, train)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// f32 on the CPU: cxr's fused kernels.
+    fn forward_kernels(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        if train {
+            let (n, per) = (x.dim(0)?, x.elem_count() / (x.dim(0)? * c).max(1));
+            if n * per < 2 {
+                candle_core::bail!(
+                    "batch norm in train mode needs more than one value per channel (batch of {n})"
+                )
+            }
+            let (mean, var) = kernels::batch_stats(x)?;
+            let dev = x.device();
+            self.update_running(
+                &Tensor::from_slice(&mean, c, dev)?,
+                &Tensor::from_slice(&var, c, dev)?,
+                n * per,
+            )?;
+            kernels::batch_norm_train(
+                x,
+                self.weight.as_tensor(),
+                self.bias.as_tensor(),
+                mean,
+                &var,
+                self.eps,
+                relu,
+            )
+        } else {
+            let (scale, shift) = self.folded()?;
+            kernels::batch_norm_eval(x, scale.to_vec1()?, shift.to_vec1()?, relu)
+        }
+    }
+
+    /// Any device and dtype: candle's tensor ops, statistics in f32.
+    fn forward_ops(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let shape = Self::bshape(x)?;
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;

@@ -5,6 +5,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use cxr_models::{Arch, NetConfig, Network};
 use cxr_service::learner::optim::{AdamW, AdamWConfig};
+use cxr_service::learner::Precision;
 use std::time::Instant;
 
 pub struct BenchArgs {
@@ -14,14 +15,23 @@ pub struct BenchArgs {
     pub size: usize,
     pub iters: usize,
     pub device: Device,
+    pub precision: Precision,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.batch == 0 || a.size < 32 || a.iters == 0 {
         anyhow::bail!("bench needs --batch >= 1, --size >= 32 and --iters >= 1");
     }
+    if a.precision != Precision::F32 && a.device.is_cpu() {
+        anyhow::bail!(
+            "precision {:?} needs a GPU (--device cuda): candle's CPU convolutions have no half-precision kernels",
+            a.precision
+        );
+    }
     let net = Network::new(NetConfig::standard(a.arch, 2), &a.device, 0)?;
-    let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.size, a.size), &a.device)?;
+    // Master weights stay f32; the layers cast them to the activations' dtype.
+    let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.size, a.size), &a.device)?
+        .to_dtype(a.precision.dtype())?;
     let y = Tensor::from_vec(
         (0..a.batch as u32).map(|i| i % 2).collect::<Vec<_>>(),
         a.batch,
@@ -31,12 +41,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     opt.set_lrs(&[1e-4; 3]);
     let mut step = || -> Result<()> {
         if a.train {
-            let logits = net.forward_t(&x, true)?;
+            let logits = net.forward_t(&x, true)?.to_dtype(candle_core::DType::F32)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             opt.step(&loss.backward()?)?;
         } else {
             let p = net.predict_proba(&x)?;
-            p.to_vec2::<f32>()?;
+            p.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         }
         Ok(())
     };
@@ -57,6 +67,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "images_per_s": ((a.batch as f64 / median) * 100.0).round() / 100.0,
             "min_step_ms": (times[0] * 1e3 * 100.0).round() / 100.0,
             "device": format!("{:?}", a.device.location()),
+            "precision": format!("{:?}", a.precision).to_lowercase(),
         })
     );
     Ok(())

@@ -104,6 +104,7 @@ pub fn run(cmd: Command) -> Result<()> {
             size,
             iters,
             device,
+            precision,
         } => {
             let train = match mode.as_str() {
                 "train" => true,
@@ -117,6 +118,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 size,
                 iters,
                 device: parse_device(&device).map_err(anyhow::Error::msg)?,
+                precision: precision.parse().map_err(anyhow::Error::msg)?,
             })
         }
         Command::Export { model, out, format } => {
@@ -228,6 +230,7 @@ fn lr_find(a: &TrainArgs) -> Result<()> {
     if stage.normalize {
         dls.norm = dls.compute_stats();
     }
+    dls.device_augment = device.is_cuda();
     let net = cxr_models::Network::new(
         cxr_models::NetConfig::standard(stage.arch, ds.classes.len()),
         &device,

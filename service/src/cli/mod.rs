@@ -82,6 +82,9 @@ pub enum Command {
         iters: usize,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Activation precision: f32, bf16 or f16 (half precision needs --device cuda).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Export a trained model (ONNX).
     Export {

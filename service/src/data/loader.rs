@@ -2,9 +2,10 @@
 //! pool (bounded channel, so augmentation overlaps training), validation images
 //! at the model's input size with the eval-time rule, both normalised to CHW f32.
 
-use super::augment::{augment_into, AugmentConfig};
+use super::augment::{augment_into, draw_transform, AugmentConfig};
 use super::cache::ImageCache;
 use super::dataset::{Dataset, Item};
+use super::device_augment::RawImages;
 use super::sampling::{minority_class, oversample_indices, validation_items};
 use super::stats::batch_stats;
 use super::{mix_seed, DataError};
@@ -71,6 +72,10 @@ pub struct Batch {
     /// Position of each image in the (oversampled) training list, or in the
     /// validation list ([`DataLoaders::valid_paths`]).
     pub indices: Vec<usize>,
+    /// With [`DataLoaders::device_augment`]: the presized pixels and the
+    /// augmentation draws, to be warped on the model's device
+    /// ([`super::device_augment::device_input`]); `images` is then empty.
+    pub raw: Option<RawImages>,
 }
 
 /// Training and validation loaders over an in-memory cache.
@@ -80,6 +85,10 @@ pub struct DataLoaders {
     pub norm: ([f32; 3], [f32; 3]),
     /// The training augmentation (default: the fastai recipe).
     pub augment: AugmentConfig,
+    /// Leave the training augmentation to the model's device: batches carry
+    /// the u8 pixels and the draws ([`Batch::raw`]) instead of floats. The
+    /// draws are the same as on the CPU path. Set for CUDA training.
+    pub device_augment: bool,
     opts: DataOptions,
     classes: Vec<String>,
     limits: DecodeLimits,
@@ -174,6 +183,7 @@ impl DataLoaders {
         let valid_labels = valid_cache.items().iter().map(|i| i.label as u32).collect();
         Ok(DataLoaders {
             norm: ([0.0; 3], [1.0; 3]),
+            device_augment: false,
             augment: AugmentConfig::fastai(),
             opts,
             classes: ds.classes.clone(),
@@ -316,6 +326,7 @@ impl DataLoaders {
             norm: self.norm,
             cfg: self.augment,
             pool: Arc::clone(&self.pool),
+            on_device: self.device_augment,
         };
         TrainBatches::start(producer, self.n_train_batches())
     }
@@ -346,6 +357,7 @@ impl DataLoaders {
                 n: idx.len(),
                 size: s,
                 indices: idx,
+                raw: None,
             }
         })
     }
@@ -363,11 +375,50 @@ struct TrainProducer {
     norm: ([f32; 3], [f32; 3]),
     cfg: AugmentConfig,
     pool: Arc<rayon::ThreadPool>,
+    on_device: bool,
 }
 
 impl TrainProducer {
+    fn rng(&self, li: usize) -> StdRng {
+        StdRng::seed_from_u64(mix_seed(&[self.seed, self.epoch, li as u64]))
+    }
+
+    fn labels(&self, idx: &[usize]) -> Vec<u32> {
+        idx.iter()
+            .map(|&li| self.cache.items()[self.order[li]].label as u32)
+            .collect()
+    }
+
+    /// The pixels and draws only, for augmentation on the device.
+    fn raw_batch(&self, idx: &[usize]) -> Batch {
+        let side = self.cache.side();
+        let mut pixels = Vec::with_capacity(idx.len() * (side as usize).pow(2));
+        let mut params = Vec::with_capacity(idx.len());
+        for &li in idx {
+            let img = self.cache.image(self.order[li]);
+            pixels.extend_from_slice(img);
+            params.push(draw_transform(side, side, &self.cfg, &mut self.rng(li)));
+        }
+        Batch {
+            images: Vec::new(),
+            labels: self.labels(idx),
+            n: idx.len(),
+            size: self.size as usize,
+            indices: idx.to_vec(),
+            raw: Some(RawImages {
+                pixels,
+                side: side as usize,
+                params,
+                norm: self.norm,
+            }),
+        }
+    }
+
     fn batch(&self, b: usize) -> Batch {
         let idx = &self.perm[b * self.bs..(b + 1) * self.bs];
+        if self.on_device {
+            return self.raw_batch(idx);
+        }
         let s = self.size as usize;
         let plane = s * s;
         let side = self.cache.side();
@@ -379,8 +430,7 @@ impl TrainProducer {
                 .zip(idx.par_iter())
                 .for_each(|(out, &li)| {
                     let ci = self.order[li];
-                    let mut rng =
-                        StdRng::seed_from_u64(mix_seed(&[self.seed, self.epoch, li as u64]));
+                    let mut rng = self.rng(li);
                     let (first, rest) = out.split_at_mut(plane);
                     augment_into(
                         self.cache.image(ci),
@@ -404,13 +454,11 @@ impl TrainProducer {
         });
         Batch {
             images,
-            labels: idx
-                .iter()
-                .map(|&li| self.cache.items()[self.order[li]].label as u32)
-                .collect(),
+            labels: self.labels(idx),
             n: idx.len(),
             size: s,
             indices: idx.to_vec(),
+            raw: None,
         }
     }
 }
@@ -639,6 +687,35 @@ mod tests {
             assert!(((raw - 0.5) / 0.25 - x1).abs() < 1e-4);
         }
         assert!(dl.set_size(0).is_err());
+    }
+
+    #[test]
+    fn device_augmentation_makes_the_same_batches() {
+        let (_tmp, ds) = tree();
+        let mut dl = DataLoaders::new(&ds, opts()).expect("loaders");
+        dl.norm = ([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]);
+        let cpu: Vec<Batch> = dl.train_batches(1).collect();
+        dl.device_augment = true;
+        let dev: Vec<Batch> = dl.train_batches(1).collect();
+        assert_eq!(cpu.len(), dev.len());
+        for (a, b) in cpu.iter().zip(&dev) {
+            assert_eq!(
+                (&a.labels, &a.indices, a.size),
+                (&b.labels, &b.indices, b.size)
+            );
+            assert!(b.images.is_empty() && a.raw.is_none());
+            let raw = b.raw.as_ref().expect("raw pixels and draws");
+            let x =
+                crate::data::device_augment::device_input(raw, b.size, &candle_core::Device::Cpu)
+                    .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                    .expect("warp");
+            let worst = x
+                .iter()
+                .zip(&a.images)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 2e-3, "device batch differs by {worst}");
+        }
     }
 
     #[test]

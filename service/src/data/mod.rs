@@ -13,6 +13,7 @@
 pub mod augment;
 pub mod cache;
 pub mod dataset;
+pub mod device_augment;
 pub mod loader;
 pub mod sampling;
 pub mod stats;

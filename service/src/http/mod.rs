@@ -14,7 +14,8 @@ use crate::batcher::{Batcher, Loaded};
 use crate::jobs::Jobs;
 use crate::predictor::Predictor;
 use crate::registry::Registry;
-use actix_web::dev::Service;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::ResponseError;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use candle_core::Device;
 use error::ApiError;
@@ -340,7 +341,15 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                             res.status().as_u16(),
                             t0.elapsed().as_secs_f64(),
                         );
-                        Ok(res)
+                        if res.status() == actix_web::http::StatusCode::METHOD_NOT_ALLOWED {
+                            // actix answers a known path with the wrong method by an
+                            // empty 405: give it the API's error shape.
+                            let (req, _) = res.into_parts();
+                            let msg = format!("{method} is not allowed on {}", req.path());
+                            let body = ApiError::method_not_allowed(msg).error_response();
+                            return Ok(ServiceResponse::new(req, body).map_into_right_body());
+                        }
+                        Ok(res.map_into_left_body())
                     }
                 })
                 .route("/healthz", web::get().to(healthz))

@@ -200,8 +200,12 @@ impl Learner {
 
     fn to_input(&self, b: &Batch) -> candle_core::Result<(Tensor, Tensor)> {
         let dev = self.device();
-        let x = Tensor::from_slice(&b.images, (b.n, 3, b.size, b.size), &dev)?
-            .to_dtype(self.opts.precision.dtype())?;
+        let x = match &b.raw {
+            // The augmentation runs here, on the model's device.
+            Some(raw) => crate::data::device_augment::device_input(raw, b.size, &dev)?,
+            None => Tensor::from_slice(&b.images, (b.n, 3, b.size, b.size), &dev)?,
+        }
+        .to_dtype(self.opts.precision.dtype())?;
         let y = Tensor::from_slice(&b.labels, b.n, &dev)?;
         Ok((x, y))
     }

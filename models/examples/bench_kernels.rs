@@ -1,0 +1,110 @@
+//! Per-op timings of cxr's CPU kernels against plain candle on ResNet18's
+//! shapes (batch 16 at 128 px by default): convolution forward, convolution
+//! forward + backward, batch norm + ReLU forward + backward.
+//!
+//! cargo run --release -p cxr-models --example bench_kernels [BATCH] [SIZE] [ITERS]
+
+use candle_core::{Device, Result, Tensor, Var};
+use cxr_models::kernels;
+use cxr_models::layers::BatchNorm;
+use cxr_models::params::ParamStore;
+use std::time::Instant;
+
+fn median_ms(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut t: Vec<f64> = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+fn main() -> Result<()> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (n, size, iters) = (
+        args.first().copied().unwrap_or(16),
+        args.get(1).copied().unwrap_or(128),
+        args.get(2).copied().unwrap_or(5),
+    );
+    let dev = Device::Cpu;
+    // (name, c_in, c_out, k, stride, pad, input size)
+    let s = size;
+    let convs = [
+        ("conv1 7x7/2", 3, 64, 7, 2, 3, s),
+        ("layer1 3x3", 64, 64, 3, 1, 1, s / 4),
+        ("layer2 3x3/2", 64, 128, 3, 2, 1, s / 4),
+        ("layer2 3x3", 128, 128, 3, 1, 1, s / 8),
+        ("layer2 down 1x1/2", 64, 128, 1, 2, 0, s / 4),
+        ("layer3 3x3", 256, 256, 3, 1, 1, s / 16),
+        ("layer4 3x3", 512, 512, 3, 1, 1, s / 32),
+    ];
+    println!("batch {n}, {size} px, median of {iters} (ms)");
+    println!(
+        "{:<20}{:>12}{:>12}{:>8}{:>14}{:>14}{:>8}",
+        "op", "cxr fwd", "candle fwd", "x", "cxr fwd+bwd", "candle f+b", "x"
+    );
+    for (name, ci, co, k, st, p, hw) in convs {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, ci, hw, hw), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (co, ci, k, k), &dev)?)?;
+        let mut row = Vec::new();
+        for on in [true, false] {
+            kernels::set_enabled(on);
+            let input_grad = ci != 3;
+            let fwd = median_ms(iters, || {
+                kernels::conv2d(x.as_tensor(), w.as_tensor(), st, p, input_grad).map(|_| ())
+            })?;
+            let both = median_ms(iters, || {
+                let y = kernels::conv2d(x.as_tensor(), w.as_tensor(), st, p, input_grad)?;
+                y.sum_all()?.backward().map(|_| ())
+            })?;
+            row.push((fwd, both));
+        }
+        println!(
+            "{:<20}{:>12.2}{:>12.2}{:>8.1}{:>14.2}{:>14.2}{:>8.1}",
+            name,
+            row[0].0,
+            row[1].0,
+            row[1].0 / row[0].0,
+            row[0].1,
+            row[1].1,
+            row[1].1 / row[0].1
+        );
+    }
+    for (name, c, hw) in [
+        ("bn+relu layer1", 64, s / 4),
+        ("bn+relu layer3", 256, s / 16),
+    ] {
+        let mut ps = ParamStore::new(&dev, 0);
+        let bn = BatchNorm::new(&mut ps, "bn", c, false)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, hw, hw), &dev)?)?;
+        let mut row = Vec::new();
+        for on in [true, false] {
+            kernels::set_enabled(on);
+            let fwd = median_ms(iters, || bn.forward_relu_t(x.as_tensor(), true).map(|_| ()))?;
+            let both = median_ms(iters, || {
+                bn.forward_relu_t(x.as_tensor(), true)?
+                    .sum_all()?
+                    .backward()
+                    .map(|_| ())
+            })?;
+            row.push((fwd, both));
+        }
+        println!(
+            "{:<20}{:>12.2}{:>12.2}{:>8.1}{:>14.2}{:>14.2}{:>8.1}",
+            name,
+            row[0].0,
+            row[1].0,
+            row[1].0 / row[0].0,
+            row[0].1,
+            row[1].1,
+            row[1].1 / row[0].1
+        );
+    }
+    Ok(())
+}

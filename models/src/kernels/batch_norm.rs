@@ -1,0 +1,413 @@
+//! Batch normalisation (optionally followed by ReLU) as fused CPU passes.
+//!
+//! Train mode: one pass for the per-channel statistics (f64 sums), one pass
+//! that writes `relu?(x * a + b)`; backward is one reduction pass and one pass
+//! that writes the input gradient, the weight and bias gradients coming out
+//! of the same reduction. candle's tensor ops need about ten full passes, each
+//! with its own buffer, forward and backward, for the same thing.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+/// (N, C, spatial) of a rank-2 (N, C) or rank-4 (N, C, H, W) layout.
+fn ncs(shape: &Shape) -> Result<(usize, usize, usize)> {
+    match shape.dims() {
+        [n, c] => Ok((*n, *c, 1)),
+        [n, c, h, w] => Ok((*n, *c, h * w)),
+        d => candle_core::bail!("batch norm expects a rank 2 or 4 input, got shape {d:?}"),
+    }
+}
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => candle_core::bail!("cxr batch norm: f32 only, got {:?}", other.dtype()),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("cxr batch norm: input must be contiguous"),
+    }
+}
+
+/// Per-channel mean and biased variance of a contiguous (N, C, S) buffer.
+pub fn channel_stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = (n * s) as f64;
+    let stats: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sum, mut sq) = (0f64, 0f64);
+            for i in 0..n {
+                let plane = &x[(i * c + ch) * s..(i * c + ch + 1) * s];
+                // f32 partial sums over a plane, f64 across planes.
+                let (ps, pq) = plane
+                    .iter()
+                    .fold((0f32, 0f32), |(a, b), v| (a + v, b + v * v));
+                sum += ps as f64;
+                sq += pq as f64;
+            }
+            let mean = sum / m;
+            ((mean) as f32, (sq / m - mean * mean).max(0.0) as f32)
+        })
+        .collect();
+    stats.into_iter().unzip()
+}
+
+/// `y = relu?(x * a[c] + b[c])` over a contiguous (N, C, S) buffer.
+fn affine(x: &[f32], a: &[f32], b: &[f32], c: usize, s: usize, relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(s.max(1) * 16.min(c))
+        .zip(x.par_chunks(s.max(1) * 16.min(c)))
+        .enumerate()
+        .for_each(|(k, (yc, xc))| {
+            let first = k * 16.min(c);
+            for (p, (yp, xp)) in yc.chunks_mut(s).zip(xc.chunks(s)).enumerate() {
+                let ch = (first + p) % c;
+                let (ai, bi) = (a[ch], b[ch]);
+                if relu {
+                    for (o, v) in yp.iter_mut().zip(xp) {
+                        *o = (v * ai + bi).max(0.0);
+                    }
+                } else {
+                    for (o, v) in yp.iter_mut().zip(xp) {
+                        *o = v * ai + bi;
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// Train-mode batch norm (+ ReLU) of `x` (f32, CPU) with the batch statistics
+/// `mean`/`var` already computed; differentiable in x, weight and bias.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mean: Vec<f32>,
+    var: &[f32],
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let inv = var
+        .iter()
+        .map(|v| (1.0 / (*v as f64 + eps).sqrt()) as f32)
+        .collect();
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        BnTrain { mean, inv, relu },
+    )
+}
+
+/// Per-channel mean and biased variance of `x` (f32, CPU), in one pass, no copy.
+pub fn batch_stats(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+    let packed = x
+        .contiguous()?
+        .apply_op1_no_bwd(&BnStats)?
+        .to_vec1::<f32>()?;
+    let c = packed.len() / 2;
+    Ok((packed[..c].to_vec(), packed[c..].to_vec()))
+}
+
+/// `x -> [mean (C), biased var (C)]`.
+struct BnStats;
+
+impl CustomOp1 for BnStats {
+    fn name(&self) -> &'static str {
+        "cxr-batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, s) = ncs(l1.shape())?;
+        let (mut mean, var) = channel_stats(f32s(s1, l1)?, n, c, s);
+        mean.extend(var);
+        Ok((CpuStorage::F32(mean), Shape::from(2 * c)))
+    }
+}
+
+/// Eval-mode (or frozen) batch norm as `relu?(x * scale + shift)`; differentiable in x.
+pub fn batch_norm_eval(x: &Tensor, scale: Vec<f32>, shift: Vec<f32>, relu: bool) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(BnEval { scale, shift, relu })
+}
+
+/// Whether these kernels take a tensor: f32 on the CPU, with kernels enabled.
+pub fn applies(x: &Tensor) -> bool {
+    super::enabled() && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+struct BnTrain {
+    mean: Vec<f32>,
+    inv: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        "cxr-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, s) = ncs(l1.shape())?;
+        let (x, w, b) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
+        if w.len() != c || b.len() != c || self.mean.len() != c {
+            candle_core::bail!("batch norm: {c} channels but {} weights", w.len())
+        }
+        let a: Vec<f32> = (0..c).map(|k| w[k] * self.inv[k]).collect();
+        let sh: Vec<f32> = (0..c).map(|k| b[k] - self.mean[k] * a[k]).collect();
+        Ok((
+            CpuStorage::F32(affine(x, &a, &sh, c, s, self.relu)),
+            l1.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = self.mean.len();
+        let op = BnTrainBackward {
+            mean: self.mean.clone(),
+            inv: self.inv.clone(),
+            w: w.to_vec1::<f32>()?,
+            b: b.to_vec1::<f32>()?,
+            relu: self.relu,
+        };
+        let packed = dy.contiguous()?.apply_op2_no_bwd(&x.contiguous()?, &op)?;
+        let len = x.elem_count();
+        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, len, c)?;
+        let db = packed.narrow(0, len + c, c)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `(dy, x) -> [dx..., dweight (C), dbias (C)]` in one flat f32 tensor.
+struct BnTrainBackward {
+    mean: Vec<f32>,
+    inv: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp2 for BnTrainBackward {
+    fn name(&self) -> &'static str {
+        "cxr-batch-norm-train-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, s) = ncs(l2.shape())?;
+        let (dy, x) = (f32s(s1, l1)?, f32s(s2, l2)?);
+        if dy.len() != x.len() {
+            candle_core::bail!("batch norm backward: gradient and input sizes differ")
+        }
+        let m = (n * s) as f64;
+        // The gradient reaching the normalised value, after the ReLU mask.
+        let g = |ch: usize, xv: f32, gv: f32| -> f32 {
+            if self.relu && (xv - self.mean[ch]) * self.inv[ch] * self.w[ch] + self.b[ch] <= 0.0 {
+                0.0
+            } else {
+                gv
+            }
+        };
+        // Pass 1: per channel, sum(g) (= dbias) and sum(g * xhat) (= dweight).
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for i in 0..n {
+                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                    let (a, bb) =
+                        x[r.clone()]
+                            .iter()
+                            .zip(&dy[r])
+                            .fold((0f32, 0f32), |(a, bb), (xv, gv)| {
+                                let gg = g(ch, *xv, *gv);
+                                (a + gg, bb + gg * (xv - self.mean[ch]))
+                            });
+                    sg += a as f64;
+                    sgx += bb as f64;
+                }
+                (sg as f32, (sgx * self.inv[ch] as f64) as f32)
+            })
+            .collect();
+        // Pass 2: dx = w * inv * (g - sum(g)/M - xhat * sum(g xhat)/M).
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (dx, tail) = out.split_at_mut(x.len());
+        dx.par_chunks_mut(s)
+            .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
+            .enumerate()
+            .for_each(|(p, (dxp, (xp, gp)))| {
+                let ch = p % c;
+                let (sg, sgx) = sums[ch];
+                let (mean, inv) = (self.mean[ch], self.inv[ch]);
+                let k = self.w[ch] * inv;
+                let (mg, mgx) = ((sg as f64 / m) as f32, (sgx as f64 / m) as f32);
+                for ((d, xv), gv) in dxp.iter_mut().zip(xp).zip(gp) {
+                    let xhat = (xv - mean) * inv;
+                    *d = k * (g(ch, *xv, *gv) - mg - xhat * mgx);
+                }
+            });
+        for ch in 0..c {
+            tail[ch] = sums[ch].1;
+            tail[c + ch] = sums[ch].0;
+        }
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+struct BnEval {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp1 for BnEval {
+    fn name(&self) -> &'static str {
+        "cxr-batch-norm-eval"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, s) = ncs(l1.shape())?;
+        if self.scale.len() != c {
+            candle_core::bail!(
+                "batch norm: {c} channels but {} statistics",
+                self.scale.len()
+            )
+        }
+        let y = affine(f32s(s1, l1)?, &self.scale, &self.shift, c, s, self.relu);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let shape: Vec<usize> = if x.rank() == 4 {
+            vec![1, self.scale.len(), 1, 1]
+        } else {
+            vec![1, self.scale.len()]
+        };
+        let scale = Tensor::from_slice(&self.scale, shape.as_slice(), x.device())?;
+        let g = if self.relu {
+            (dy * res.gt(0f32)?.to_dtype(DType::F32)?)?
+        } else {
+            dy.clone()
+        };
+        Ok(Some(g.broadcast_mul(&scale)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The same batch norm from candle's tensor ops, as the reference.
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+        let dims: &[usize] = if x.rank() == 4 { &[0, 2, 3] } else { &[0] };
+        let shape: Vec<usize> = if x.rank() == 4 {
+            vec![1, x.dim(1)?, 1, 1]
+        } else {
+            vec![1, x.dim(1)?]
+        };
+        let mean = x.mean_keepdim(dims)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(dims)?;
+        let y = xc
+            .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&w.reshape(shape.as_slice())?)?
+            .broadcast_add(&b.reshape(shape.as_slice())?)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    #[test]
+    fn train_mode_matches_tensor_ops_forward_and_backward() -> Result<()> {
+        let dev = Device::Cpu;
+        for (shape, relu) in [
+            (vec![4, 3, 5, 7], true),
+            (vec![4, 3, 5, 7], false),
+            (vec![6, 5], false),
+            (vec![2, 20, 3, 3], true),
+        ] {
+            let c = shape[1];
+            let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, shape.as_slice(), &dev)? + 0.5)?)?;
+            let w = Var::from_tensor(&Tensor::randn(1f32, 0.3, c, &dev)?)?;
+            let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, c, &dev)?)?;
+            let (mean, var) = batch_stats(x.as_tensor())?;
+            let ours = batch_norm_train(
+                x.as_tensor(),
+                w.as_tensor(),
+                b.as_tensor(),
+                mean,
+                &var,
+                1e-5,
+                relu,
+            )?;
+            let theirs = reference(x.as_tensor(), w.as_tensor(), b.as_tensor(), relu)?;
+            let d = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "{shape:?} relu={relu}: forward differs by {d}");
+            let g = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
+            let go = (ours * &g)?.sum_all()?.backward()?;
+            let gt = (theirs * &g)?.sum_all()?.backward()?;
+            for (what, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
+                let (a, r) = (go.get(v).expect("ours"), gt.get(v).expect("reference"));
+                let scale = r.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-3);
+                let d = (a - r)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+                assert!(
+                    d < 1e-3,
+                    "{shape:?} relu={relu}: {what} gradient differs by {d} (relative)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn eval_mode_is_the_affine_map_and_its_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 2, 2), &dev)?)?;
+        let (scale, shift) = (vec![0.5f32, -1.0, 2.0, 1.5], vec![0.1f32, 0.2, -0.3, 0.0]);
+        let y = batch_norm_eval(x.as_tensor(), scale.clone(), shift.clone(), true)?;
+        let st = Tensor::from_slice(&scale, (1, 4, 1, 1), &dev)?;
+        let sh = Tensor::from_slice(&shift, (1, 4, 1, 1), &dev)?;
+        let want = x
+            .as_tensor()
+            .broadcast_mul(&st)?
+            .broadcast_add(&sh)?
+            .relu()?;
+        let d = (&y - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-6);
+        let ga = y.sum_all()?.backward()?;
+        let gb = want.sum_all()?.backward()?;
+        let d = (ga.get(&x).expect("ours") - gb.get(&x).expect("reference"))?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-6);
+        Ok(())
+    }
+}
