@@ -8,8 +8,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 echo "== cargo test --workspace"
-cargo build -p cxr-service --bin cxr
+# `cargo test --workspace` builds the `cxr` binary the end-to-end tests drive (cxr-service has
+# integration tests). Building it separately with `-p cxr-service` would resolve features
+# differently and compile candle and friends twice; the browser test reuses this binary too.
 cargo test --workspace -- --test-threads 2
+export CXR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/cxr"
 echo "== WASM parity"
 scripts/wasm-parity.sh
 if [[ -x scripts/test-browser.sh ]]; then

@@ -155,6 +155,63 @@ fn tiny_training_learns_and_every_command_works_on_its_model() {
 }
 
 #[test]
+fn lr_find_sweeps_suggests_and_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 24, 4, 4);
+    let out_dir = tmp.path().join("lr");
+    let out = cxr(&[
+        "lr-find",
+        "--data",
+        s(&data),
+        "--arch",
+        "xresnet18",
+        "--size",
+        "32",
+        "--presize",
+        "40",
+        "--bs",
+        "8",
+        "--seed",
+        "3",
+        "--out",
+        s(&out_dir),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lr-find failed:\n{stderr}");
+    let line: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("lr-find prints one JSON line");
+    let iters = line["iterations"].as_u64().unwrap();
+    assert!((5..=100).contains(&iters), "{iters} iterations");
+    for k in ["valley", "minimum", "steep"] {
+        let v = line["suggestions"][k].as_f64().unwrap();
+        assert!(v > 1e-7 && v < 10.0, "{k} = {v} is outside the sweep");
+    }
+    // The sweep is exponential from 1e-7 and the curve is recorded and plotted.
+    let rec = json(&out_dir.join("lr_find.json"));
+    let lrs: Vec<f64> = rec["lrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(lrs.len() as u64, iters);
+    assert!(
+        (lrs[0] - 1e-7).abs() < 1e-9,
+        "starts at 1e-7, got {}",
+        lrs[0]
+    );
+    let ratio = lrs[1] / lrs[0];
+    assert!(
+        lrs.windows(2)
+            .all(|w| ((w[1] / w[0]) / ratio - 1.0).abs() < 1e-6),
+        "not geometric"
+    );
+    let png = std::fs::read(out_dir.join("lr_find.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}
+
+#[test]
 fn user_errors_exit_non_zero_with_a_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

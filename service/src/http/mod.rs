@@ -205,6 +205,13 @@ const NO_WEB: &str = "<!doctype html><meta charset=utf-8><title>cxr</title><h1>c
 <code>--web-dir DIR</code>.</p><p>The API is at <a href=/openapi.json>/openapi.json</a>.</p>";
 
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if openapi::documents_path(req.path()) {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} is not allowed on {}",
+            req.method(),
+            req.path()
+        )));
+    }
     Err(ApiError::not_found(
         "not_found",
         format!("no route for {} {}", req.method(), req.path()),

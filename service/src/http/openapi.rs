@@ -165,6 +165,24 @@ pub fn document() -> Value {
     })
 }
 
+/// Whether `path` is one of the documented API paths (any method): the
+/// router's fallback uses it to tell a wrong method (405) from an unknown path (404).
+pub fn documents_path(path: &str) -> bool {
+    static DEFS: std::sync::OnceLock<Vec<actix_web::dev::ResourceDef>> = std::sync::OnceLock::new();
+    DEFS.get_or_init(|| {
+        document()["paths"]
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .map(|k| actix_web::dev::ResourceDef::new(k.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .iter()
+    .any(|d| d.is_match(path))
+}
+
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(document())
 }

@@ -101,7 +101,9 @@ pub fn suggest(lrs: &[f64], losses: &[f64], num_it: usize) -> Option<LrSuggestio
     // valley: the longest decreasing run of losses, then 2/3 down it.
     let n = losses.len();
     let mut lds = vec![1usize; n];
-    let (mut max_start, mut max_end) = (0usize, 0usize);
+    // fastai's index arithmetic, where `max_start` is -1 when the run starts at
+    // the first point (Python would then wrap to the last point; clamp to 0).
+    let (mut max_start, mut max_end) = (0isize, 0usize);
     for i in 1..n {
         for j in 0..i {
             if losses[i] < losses[j] && lds[i] < lds[j] + 1 {
@@ -109,12 +111,13 @@ pub fn suggest(lrs: &[f64], losses: &[f64], num_it: usize) -> Option<LrSuggestio
             }
             if lds[max_end] < lds[i] {
                 max_end = i;
-                max_start = max_end - lds[max_end];
+                max_start = max_end as isize - lds[max_end] as isize;
             }
         }
     }
-    let sections = (max_end - max_start) as f64 / 3.0;
-    let idx = (max_start + sections as usize + (sections / 2.0) as usize).min(n - 1);
+    let sections = (max_end as isize - max_start) as f64 / 3.0;
+    let idx = (max_start + sections as isize + (sections / 2.0) as isize).clamp(0, n as isize - 1)
+        as usize;
     Some(LrSuggestions {
         valley: lrs[idx],
         minimum,
@@ -125,6 +128,15 @@ pub fn suggest(lrs: &[f64], losses: &[f64], num_it: usize) -> Option<LrSuggestio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loss_that_falls_from_the_first_point_has_a_valley() {
+        // Strictly decreasing: the longest decreasing run starts at index 0.
+        let lrs: Vec<f64> = (0..40).map(|i| 1e-7 * 1.5f64.powi(i)).collect();
+        let losses: Vec<f64> = (0..40).map(|i| 2.0 - i as f64 * 0.01).collect();
+        let s = suggest(&lrs, &losses, 20).expect("suggestions");
+        assert!(s.valley > lrs[0] && s.valley < lrs[39]);
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-9 * b.abs().max(1e-12)
