@@ -212,6 +212,91 @@ fn lr_find_sweeps_suggests_and_plots() {
 }
 
 #[test]
+fn ablation_runs_every_step_and_prints_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 24, 4, 6);
+    // "Pretrained" weights for the transfer-learning steps: a resnet18 trained here for one
+    // epoch (its model.safetensors has torchvision's names, as timm's files do).
+    let pre = tmp.path().join("pre");
+    let small = [
+        "--size",
+        "32",
+        "--presize",
+        "40",
+        "--epochs",
+        "1",
+        "--bs",
+        "8",
+    ];
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--arch",
+        "resnet18",
+        "--out",
+        s(&pre),
+        "--quiet",
+    ];
+    args.extend(small);
+    let out = cxr(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let weights = pre.join("model.safetensors");
+    let abl = tmp.path().join("abl");
+    let mut args = vec![
+        "ablation",
+        "--data",
+        s(&data),
+        "--pretrained",
+        s(&weights),
+        "--out",
+        s(&abl),
+    ];
+    args.extend(small);
+    let out = cxr(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ablation failed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| step"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(
+        names,
+        [
+            "baseline xresnet18",
+            "+ oversampling",
+            "+ merged validation",
+            "+ normalization",
+            "+ pretrained resnet18 frozen",
+            "+ unfreeze (1e-6..1e-4)",
+            "+ progressive resize"
+        ],
+        "{stdout}"
+    );
+    // n valid: val only (2 x 4) until the merged-validation step adds test (2 x 6).
+    let n: Vec<&str> = rows.iter().map(|r| r[6]).collect();
+    assert_eq!(n, ["8", "8", "20", "20", "20", "20", "20"], "{stdout}");
+    for r in &rows {
+        let acc: f64 = r[1].parse().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r:?}");
+    }
+    for i in 1..=7 {
+        assert!(
+            abl.join(format!("step{i}/report.json")).exists(),
+            "step {i} report"
+        );
+    }
+}
+
+#[test]
 fn user_errors_exit_non_zero_with_a_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
