@@ -107,10 +107,11 @@ fn per_image(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], usize) + S
     }
 }
 
-/// Below this many output positions per image (ResNet's last stages), one
-/// GEMM per image is too thin to run at speed: the whole batch's patches go
-/// side by side into one matrix and one GEMM instead.
-const BATCHED_BELOW_COLS: usize = 256;
+/// Below this many output positions per image, the whole batch's patches go
+/// side by side into one matrix and one GEMM instead of one thin GEMM per
+/// image. Measured (bench_kernels, batch 16 at 128 px): at 256 it made layer3
+/// (64 positions) 3x slower; for layer4 (16 positions) it is within the noise.
+const BATCHED_BELOW_COLS: usize = 32;
 
 fn batched(n: usize, g: &ConvGeom) -> bool {
     n > 1 && g.cols() < BATCHED_BELOW_COLS
