@@ -22,6 +22,21 @@ fn median_ms(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
+/// One table row: `row[0]` with cxr's kernels, `row[1]` with candle's, each (fwd, fwd+bwd) ms.
+fn print_row(name: &str, row: &[(f64, f64)]) {
+    let (cxr, candle) = (row[0], row[1]);
+    println!(
+        "{:<20}{:>12.2}{:>12.2}{:>8.1}{:>14.2}{:>14.2}{:>8.1}",
+        name,
+        cxr.0,
+        candle.0,
+        candle.0 / cxr.0,
+        cxr.1,
+        candle.1,
+        candle.1 / cxr.1
+    );
+}
+
 fn main() -> Result<()> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -65,16 +80,7 @@ fn main() -> Result<()> {
             })?;
             row.push((fwd, both));
         }
-        println!(
-            "{:<20}{:>12.2}{:>12.2}{:>8.1}{:>14.2}{:>14.2}{:>8.1}",
-            name,
-            row[0].0,
-            row[1].0,
-            row[1].0 / row[0].0,
-            row[0].1,
-            row[1].1,
-            row[1].1 / row[0].1
-        );
+        print_row(name, &row);
     }
     for (name, c, hw) in [
         ("bn+relu layer1", 64, s / 4),
@@ -95,16 +101,7 @@ fn main() -> Result<()> {
             })?;
             row.push((fwd, both));
         }
-        println!(
-            "{:<20}{:>12.2}{:>12.2}{:>8.1}{:>14.2}{:>14.2}{:>8.1}",
-            name,
-            row[0].0,
-            row[1].0,
-            row[1].0 / row[0].0,
-            row[0].1,
-            row[1].1,
-            row[1].1 / row[0].1
-        );
+        print_row(name, &row);
     }
     Ok(())
 }

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 /// The device under test: `CXR_TEST_DEVICE=cuda` (or `cuda:N`) runs the same
 /// checks on a GPU (scripts/gpu-check.sh does); default the CPU.
 fn dev() -> Device {
-    match std::env::var("CXR_TEST_DEVICE").as_deref() {
+    // One device for the whole binary: every Device::new_cuda is a distinct
+    // device, and tensors of two of them cannot be combined.
+    static DEV: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEV.get_or_init(|| match std::env::var("CXR_TEST_DEVICE").as_deref() {
         Ok(d) if d.starts_with("cuda") => {
             let n = d
                 .strip_prefix("cuda:")
@@ -24,7 +27,8 @@ fn dev() -> Device {
                 .expect("CXR_TEST_DEVICE asks for CUDA, which this build or machine lacks")
         }
         _ => Device::Cpu,
-    }
+    })
+    .clone()
 }
 
 /// A tolerance stated for the CPU, loosened to `gpu` on CUDA (cuDNN/cuBLAS

@@ -129,12 +129,9 @@ pub fn run_recipe(
     } = opts;
     std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
     for s in recipe.stages.iter().filter(|s| !s.skip) {
-        if s.precision != crate::learner::Precision::F32 && device.is_cpu() {
-            return Err(TrainError::Recipe(format!(
-                "precision {:?} needs a GPU (--device cuda): candle's CPU convolutions have no half-precision kernels; use f32 on the CPU",
-                s.precision
-            )));
-        }
+        s.precision
+            .check_device(&device)
+            .map_err(TrainError::Recipe)?;
         if let Some(p) = &s.pretrained {
             if !p.exists() {
                 return Err(TrainError::MissingWeights { path: p.clone() });

@@ -6,7 +6,6 @@
 //! of the same reduction. candle's tensor ops need about ten full passes, each
 //! with its own buffer, forward and backward, for the same thing.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
@@ -22,14 +21,7 @@ fn ncs(shape: &Shape) -> Result<(usize, usize, usize)> {
 }
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        other => candle_core::bail!("cxr batch norm: f32 only, got {:?}", other.dtype()),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("cxr batch norm: input must be contiguous"),
-    }
+    super::contiguous_f32(s, l, "batch norm", "input")
 }
 
 /// Per-channel mean and biased variance of a contiguous (N, C, S) buffer.

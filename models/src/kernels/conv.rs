@@ -5,7 +5,6 @@
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
 use super::im2col::{col2im, col2im_at, im2col, im2col_at};
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -59,14 +58,7 @@ fn threads() -> usize {
 }
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        other => candle_core::bail!("cxr conv: {what} must be f32, got {:?}", other.dtype()),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("cxr conv: {what} must be contiguous"),
-    }
+    super::contiguous_f32(s, l, "conv", what)
 }
 
 fn geom(

@@ -23,7 +23,27 @@ pub use batch_norm::{
 };
 pub use conv::{conv2d, ConvGeom};
 
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The f32 values of a contiguous CPU tensor, as a custom op receives it;
+/// `op` and `what` name it in the error otherwise.
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+    what: &str,
+) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => candle_core::bail!("cxr {op}: {what} must be f32, got {:?}", other.dtype()),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("cxr {op}: {what} must be contiguous"),
+    }
+}
 
 /// 0 = not decided yet, 1 = cxr kernels, 2 = candle's ops.
 static MODE: AtomicU8 = AtomicU8::new(0);

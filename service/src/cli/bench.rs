@@ -22,12 +22,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.batch == 0 || a.size < 32 || a.iters == 0 {
         anyhow::bail!("bench needs --batch >= 1, --size >= 32 and --iters >= 1");
     }
-    if a.precision != Precision::F32 && a.device.is_cpu() {
-        anyhow::bail!(
-            "precision {:?} needs a GPU (--device cuda): candle's CPU convolutions have no half-precision kernels",
-            a.precision
-        );
-    }
+    a.precision
+        .check_device(&a.device)
+        .map_err(anyhow::Error::msg)?;
     let net = Network::new(NetConfig::standard(a.arch, 2), &a.device, 0)?;
     // Master weights stay f32; the layers cast them to the activations' dtype.
     let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.size, a.size), &a.device)?

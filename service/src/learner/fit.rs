@@ -25,6 +25,16 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Half precision needs a GPU: candle's CPU convolutions have no bf16/f16 kernels.
+    pub fn check_device(&self, device: &candle_core::Device) -> Result<(), String> {
+        if *self != Precision::F32 && device.is_cpu() {
+            return Err(format!(
+                "precision {self:?} needs a GPU (--device cuda): candle's CPU convolutions have no half-precision kernels; use f32 on the CPU"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             Precision::F32 => DType::F32,
