@@ -5,6 +5,7 @@
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
 use super::im2col::{col2im, col2im_at, im2col, im2col_at};
+use super::taps;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -109,6 +110,16 @@ fn batched(n: usize, g: &ConvGeom) -> bool {
     n > 1 && g.cols() < BATCHED_BELOW_COLS
 }
 
+/// The weight gradient sums over images, so per-image GEMMs with few output
+/// positions each re-read and re-write the whole `o x c*k*k` gradient for a
+/// short inner dimension. Below this many positions all images go into one
+/// GEMM whose inner dimension is `n * positions`.
+const WEIGHT_GRAD_BATCHED_BELOW_COLS: usize = 256;
+
+fn batched_weight_grad(n: usize, g: &ConvGeom) -> bool {
+    n > 1 && g.cols() < WEIGHT_GRAD_BATCHED_BELOW_COLS
+}
+
 /// All images' patch matrices side by side: `rows x (n * cols)`.
 fn batch_im2col(x: &[f32], n: usize, g: &ConvGeom, col: &mut [f32]) {
     let (cols, per_in) = (g.cols(), g.c * g.h * g.w);
@@ -161,6 +172,10 @@ pub fn conv_forward(x: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) -> V
         let xi = &x[i * per_in..(i + 1) * per_in];
         if g.is_pointwise() {
             sgemm(y, wm, MatRef::new(xi, rows, cols), false, t);
+        } else if taps::applies(g) {
+            with_scratch(taps::scratch_len(g, o), |s| {
+                taps::forward(xi, w, o, g, y, s, t)
+            });
         } else {
             with_scratch(rows * cols, |col| {
                 im2col(xi, g, col);
@@ -191,6 +206,10 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
         let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
         if g.is_pointwise() {
             sgemm(dxi, wt, dyi, false, t);
+        } else if taps::applies(g) {
+            with_scratch(taps::scratch_len(g, o), |s| {
+                taps::input_grad(dyi.data, w, o, g, dxi, s, t)
+            });
         } else {
             with_scratch(rows * cols, |dcol| {
                 sgemm(dcol, wt, dyi, false, t);
@@ -206,11 +225,17 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
 /// partial sum, added at the end.
 pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom) -> Vec<f32> {
     let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
+    // The shifted-tap path sums into a (taps, o, c) layout, reordered at the end.
+    let by_taps = taps::applies(g) && !batched_weight_grad(n, g);
     let accumulate_run = |range: std::ops::Range<usize>, dw: &mut [f32], t: usize| {
         for (k, i) in range.enumerate() {
             let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
             let xi = &x[i * per_in..(i + 1) * per_in];
-            if g.is_pointwise() {
+            if by_taps {
+                with_scratch(taps::weight_grad_scratch_len(g, o), |s| {
+                    taps::weight_grad(dyi.data, xi, o, g, dw, k > 0, s, t)
+                });
+            } else if g.is_pointwise() {
                 sgemm(dw, dyi, MatRef::new(xi, rows, cols).t(), k > 0, t);
             } else {
                 with_scratch(rows * cols, |col| {
@@ -225,7 +250,7 @@ pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom)
     if n == 0 {
         return dw;
     }
-    if batched(n, g) {
+    if batched_weight_grad(n, g) {
         let mut dyb = vec![0.0f32; n * o * cols];
         to_batched(dy, n, o, cols, &mut dyb);
         with_scratch(rows * n * cols, |col| {
@@ -241,9 +266,16 @@ pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom)
         });
         return dw;
     }
+    let finish = |dw: Vec<f32>| {
+        if by_taps {
+            taps::taps_to_oihw(&dw, o, g.c, g.kh * g.kw)
+        } else {
+            dw
+        }
+    };
     if t == 1 {
         accumulate_run(0..n, &mut dw, threads());
-        return dw;
+        return finish(dw);
     }
     let chunk = n.div_ceil(t);
     let partials: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
@@ -259,7 +291,7 @@ pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom)
             *d += *v;
         }
     }
-    dw
+    finish(dw)
 }
 
 /// The forward op; its backward runs [`ConvInputGrad`] and [`ConvWeightGrad`].
@@ -415,6 +447,10 @@ mod tests {
             (2, 3, 20, 20, 4, 3, 1, 1),
             (2, 4, 33, 33, 3, 3, 2, 1),
             (3, 5, 17, 17, 2, 1, 1, 0),
+            // Stride 1 without a patch matrix (shifted taps): other pads and kernels.
+            (2, 3, 11, 13, 4, 5, 1, 2),
+            (2, 3, 12, 10, 4, 3, 1, 0),
+            (3, 7, 8, 9, 6, 3, 1, 1),
         ];
         for (i, &(n, c, h, w, o, k, s, p)) in cases.iter().enumerate() {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?)?;

@@ -17,11 +17,14 @@ mod batch_norm;
 mod conv;
 mod gemm;
 mod im2col;
+mod max_pool;
+mod taps;
 
 pub use batch_norm::{
     applies as batch_norm_applies, batch_norm_eval, batch_norm_train, batch_stats, channel_stats,
 };
 pub use conv::{conv2d, ConvGeom};
+pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};

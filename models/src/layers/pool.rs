@@ -1,14 +1,19 @@
-//! Pooling ops with a backward pass, built from differentiable candle ops.
+//! Pooling ops with a backward pass.
 //!
 //! candle's `max_pool2d`/`avg_pool2d` have a backward only when kernel == stride,
 //! and it has no adaptive pooling; these compose reshape, narrow and maximum so
-//! that autograd handles them on every device.
+//! that autograd handles them on every device (the stem max pool has a CPU
+//! kernel of its own in `kernels::max_pool`).
 
 use candle_core::{DType, Result, Tensor};
 
 /// Max pool with a 3x3 kernel, stride 2 and padding 1 (ResNet's stem pool), as
-/// PyTorch's `max_pool2d(x, 3, 2, 1)`. Max is separable: rows, then columns.
+/// PyTorch's `max_pool2d(x, 3, 2, 1)`: cxr's kernel for f32 on the CPU, else
+/// candle ops (max is separable: rows, then columns).
 pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
+    if crate::kernels::max_pool_applies(x) {
+        return crate::kernels::max_pool_3x3_s2_p1(x);
+    }
     let x = max_along(x, 2)?;
     max_along(&x, 3)
 }
