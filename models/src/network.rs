@@ -157,7 +157,7 @@ impl Network {
 
     /// Class probabilities in eval mode.
     pub fn predict_proba(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::softmax_last_dim(&self.forward_t(x, false)?)
+        crate::kernels::inference(|| candle_nn::ops::softmax_last_dim(&self.forward_t(x, false)?))
     }
 
     /// The parameter group of a tensor name (0: stem/early body, 1: late body, 2: head).

@@ -4,7 +4,7 @@
 //! `layer{2,3,4}.0.downsample.{0,1}`, then the head (`fc` or the fastai head).
 //! Channel widths are configurable so small fixtures exercise the whole path.
 
-use crate::layers::{max_pool_3x3_s2_p1, BatchNorm, Conv2d};
+use crate::layers::{conv_bn, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
 use crate::params::{Init, ParamStore};
 use candle_core::{Result, Tensor};
 
@@ -65,13 +65,12 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let y = conv_bn(&self.conv1, &self.bn1, x, train, None, true)?;
         let id = match &self.downsample {
-            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            Some((c, b)) => conv_bn(c, b, x, train, None, false)?,
             None => x.clone(),
         };
-        (y + id)?.relu()
+        conv_bn(&self.conv2, &self.bn2, &y, train, Some(&id), true)
     }
 
     /// The convolutions with the BN that follows each, in execution order
@@ -122,7 +121,7 @@ impl ResNet18Body {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
+        let x = conv_bn(&self.conv1, &self.bn1, x, train, None, true)?;
         let mut x = max_pool_3x3_s2_p1(&x)?;
         for layer in &self.layers {
             for block in layer {

@@ -7,7 +7,7 @@
 //! Names: `stem.{0,1,2}.{conv,bn}`, `layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}`,
 //! `layer{n}.0.shortcut.{conv,bn}`.
 
-use crate::layers::{avg_pool2_ceil, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
+use crate::layers::{avg_pool2_ceil, conv_bn, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
 use crate::params::{Init, ParamStore};
 use candle_core::{Result, Tensor};
 
@@ -46,11 +46,11 @@ impl ConvBn {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        conv_bn(&self.conv, &self.bn, x, train, None, false)
     }
 
     fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_relu_t(&self.conv.forward(x)?, train)
+        conv_bn(&self.conv, &self.bn, x, train, None, true)
     }
 }
 
@@ -105,8 +105,7 @@ impl XBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let y = conv_bn(&self.conv1, &self.bn1, x, train, None, true)?;
         let mut id = if self.pool {
             avg_pool2_ceil(x)?
         } else {
@@ -115,7 +114,7 @@ impl XBlock {
         if let Some(s) = &self.shortcut {
             id = s.forward_t(&id, train)?;
         }
-        (y + id)?.relu()
+        conv_bn(&self.conv2, &self.bn2, &y, train, Some(&id), true)
     }
 }
 

@@ -107,6 +107,13 @@ fn check_eval_logits(net: &Network) {
         d < tol(1e-4, 5e-3),
         "eval logits differ from PyTorch by {d}"
     );
+    // The same in inference mode, where conv + BN (+ residual, ReLU) run fused on the CPU.
+    let fused = cxr_models::kernels::inference(|| net.forward_t(&t["input"], false)).unwrap();
+    let d = max_abs_diff(&fused, &t["eval_logits"]);
+    assert!(
+        d < tol(1e-4, 5e-3),
+        "inference-mode logits differ from PyTorch by {d}"
+    );
 }
 
 /// bf16 activations with f32 master weights (the mixed-precision forward)

@@ -58,11 +58,11 @@ fn threads() -> usize {
     rayon::current_num_threads().max(1)
 }
 
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(super) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, "conv", what)
 }
 
-fn geom(
+pub(super) fn geom(
     x: (usize, usize, usize),
     k: (usize, usize),
     stride: usize,
@@ -149,6 +149,22 @@ fn from_batched(yb: &[f32], n: usize, o: usize, cols: usize, out: &mut [f32]) {
 
 /// Forward: per image `y = W (O x CKK) * col(x) (CKK x OH*OW)`.
 pub fn conv_forward(x: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) -> Vec<f32> {
+    conv_forward_then(x, w, n, o, g, &|_, _| {})
+}
+
+/// Per-image work on a convolution's output, run right after that image's
+/// GEMM while its output is still in cache: `(image index, o x OH*OW values)`.
+pub type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// [`conv_forward`] with `epilogue` applied to each image's output.
+pub fn conv_forward_then(
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    o: usize,
+    g: &ConvGeom,
+    epilogue: Epilogue<'_>,
+) -> Vec<f32> {
     let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
     if batched(n, g) {
         let mut out = vec![0.0f32; n * o * cols];
@@ -164,6 +180,9 @@ pub fn conv_forward(x: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) -> V
             );
         });
         from_batched(&yb, n, o, cols, &mut out);
+        for (i, y) in out.chunks_mut(o * cols).enumerate() {
+            epilogue(i, y);
+        }
         return out;
     }
     let wm = MatRef::new(w, o, rows);
@@ -182,6 +201,7 @@ pub fn conv_forward(x: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) -> V
                 sgemm(y, wm, MatRef::new(col, rows, cols), false, t);
             });
         }
+        epilogue(i, y);
     });
     out
 }

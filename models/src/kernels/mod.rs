@@ -15,6 +15,7 @@
 
 mod batch_norm;
 mod conv;
+mod conv_affine;
 mod gemm;
 mod im2col;
 mod max_pool;
@@ -24,10 +25,12 @@ pub use batch_norm::{
     applies as batch_norm_applies, batch_norm_eval, batch_norm_train, batch_stats, channel_stats,
 };
 pub use conv::{conv2d, ConvGeom};
+pub use conv_affine::{applies as conv_affine_applies, conv2d_affine};
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The f32 values of a contiguous CPU tensor, as a custom op receives it;
@@ -67,4 +70,41 @@ pub fn enabled() -> bool {
 /// Turns cxr's CPU kernels on or off for the whole process.
 pub fn set_enabled(on: bool) {
     MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+thread_local! {
+    static INFERENCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` in inference mode on this thread: eval-mode layers may then use
+/// forward-only fused kernels ([`conv2d_affine`]) whose results cannot be
+/// differentiated. Like PyTorch's `inference_mode`; nesting is fine.
+pub fn inference<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INFERENCE.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(INFERENCE.with(|m| m.replace(true)));
+    f()
+}
+
+/// Whether this thread is inside [`inference`].
+pub fn in_inference() -> bool {
+    INFERENCE.with(|m| m.get())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inference_mode_is_scoped_and_nests() {
+        assert!(!super::in_inference());
+        super::inference(|| {
+            assert!(super::in_inference());
+            super::inference(|| assert!(super::in_inference()));
+            assert!(super::in_inference());
+        });
+        assert!(!super::in_inference());
+    }
 }

@@ -279,7 +279,8 @@ impl Learner {
         let mut labels = Vec::new();
         for b in dls.valid_batches() {
             let (x, y) = self.to_input(&b)?;
-            let logits = self.net.forward_t(&x, false)?;
+            // No gradients here: the fused inference kernels may run.
+            let logits = cxr_models::kernels::inference(|| self.net.forward_t(&x, false))?;
             let l = loss(&logits, &y, self.opts.label_smoothing)?;
             total += f64::from(l.to_scalar::<f32>()?) * b.n as f64;
             n += b.n;
