@@ -1,6 +1,6 @@
 //! Dynamic batching: one inference worker thread collects concurrent requests
-//! (up to `max_batch`, waiting at most `max_wait`) and runs the model once per
-//! batch. Each request carries the model it was preprocessed for, so swapping
+//! (up to `max_batch`, waiting at most `max_wait` while the server is busy)
+//! and runs the model once per batch. Each request carries the model it was preprocessed for, so swapping
 //! the active model never fails requests in flight: they finish on the old one.
 
 use crate::predictor::Predictor;
@@ -63,10 +63,11 @@ fn worker(
     max_wait: Duration,
     on_batch: impl Fn(usize),
 ) {
+    let mut last_batch = 1;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         if max_batch > 1 {
-            let deadline = Instant::now() + max_wait;
+            let deadline = Instant::now() + batch_window(last_batch, max_wait);
             while batch.len() < max_batch {
                 // Take what is already waiting without sleeping.
                 match rx.try_recv() {
@@ -87,6 +88,7 @@ fn worker(
                 }
             }
         }
+        last_batch = batch.len();
         // Group by model (a swap may happen between two requests of one batch).
         while !batch.is_empty() {
             let model = Arc::clone(&batch[0].0.model);
@@ -96,6 +98,19 @@ fn worker(
             batch = rest;
             run_group(&model, group, &on_batch);
         }
+    }
+}
+
+/// How long a batch waits for company after its first request: `max_wait`
+/// while requests arrive together (the last batch had more than one), none
+/// when the server is idle, so a lone request never pays the wait (it cost
+/// 5 ms of a 37 ms prediction at concurrency 1). Under load, requests that
+/// arrive during a forward pass are taken without waiting anyway.
+fn batch_window(last_batch: usize, max_wait: Duration) -> Duration {
+    if last_batch > 1 {
+        max_wait
+    } else {
+        Duration::ZERO
     }
 }
 
@@ -130,5 +145,18 @@ fn run_group(model: &Loaded, group: Vec<(Request, Instant)>, on_batch: &impl Fn(
                 let _ = req.reply.send(Err(msg.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_busy_server_waits_for_company() {
+        let w = Duration::from_millis(5);
+        assert_eq!(batch_window(1, w), Duration::ZERO);
+        assert_eq!(batch_window(2, w), w);
+        assert_eq!(batch_window(16, w), w);
     }
 }

@@ -4,7 +4,7 @@
 
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
-use super::im2col::{col2im, col2im_at, im2col, im2col_at};
+use super::im2col::{col2im, col2im_at, im2col, im2col_at, im2col_par};
 use super::taps;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -197,7 +197,11 @@ pub fn conv_forward_then(
             });
         } else {
             with_scratch(rows * cols, |col| {
-                im2col(xi, g, col);
+                if t > 1 {
+                    im2col_par(xi, g, col);
+                } else {
+                    im2col(xi, g, col);
+                }
                 sgemm(y, wm, MatRef::new(col, rows, cols), false, t);
             });
         }

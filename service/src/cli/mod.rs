@@ -121,7 +121,8 @@ pub struct ServeArgs {
     /// Largest inference batch (1 = dynamic batching off).
     #[arg(long, env = "CXR_MAX_BATCH", default_value_t = 16)]
     pub max_batch: usize,
-    /// Longest wait for a batch to fill, in milliseconds.
+    /// Longest wait for a batch to fill, in milliseconds (only while requests
+    /// arrive together; a lone request runs at once).
     #[arg(long, env = "CXR_MAX_WAIT_MS", default_value_t = 5)]
     pub max_wait_ms: u64,
     /// Largest image upload, in MB (413 beyond).
