@@ -39,6 +39,35 @@ fn argmax(plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> (usize, f3
     best
 }
 
+/// NaN wins, as in PyTorch.
+#[inline]
+fn max_nan(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+/// One plane forward: for each output row, the column-wise max of its (up to)
+/// three input rows, then the stride-2 max of three along that row.
+fn pool_plane(plane: &[f32], h: usize, w: usize, out: &mut [f32], cm: &mut [f32]) {
+    let ow = out_len(w);
+    for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
+        let (y0, y1) = ((2 * oy).saturating_sub(1), (2 * oy + 2).min(h));
+        cm.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+        for iy in y0 + 1..y1 {
+            for (m, v) in cm.iter_mut().zip(&plane[iy * w..(iy + 1) * w]) {
+                *m = max_nan(*m, *v);
+            }
+        }
+        for (ox, o) in orow.iter_mut().enumerate() {
+            let (x0, x1) = ((2 * ox).saturating_sub(1), (2 * ox + 2).min(w));
+            *o = cm[x0 + 1..x1].iter().fold(cm[x0], |a, &b| max_nan(a, b));
+        }
+    }
+}
+
 fn dims(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
@@ -60,13 +89,10 @@ impl CustomOp1 for MaxPool {
         let mut y = vec![0.0f32; n * c * oh * ow];
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
-            .for_each(|(out, plane)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        out[oy * ow + ox] = argmax(plane, h, w, oy, ox).1;
-                    }
-                }
-            });
+            .for_each_init(
+                || vec![0.0f32; w],
+                |cm, (out, plane)| pool_plane(plane, h, w, out, cm),
+            );
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
 
