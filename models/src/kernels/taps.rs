@@ -38,6 +38,27 @@ struct Padded {
 }
 
 impl Padded {
+    /// The convolution's input, padded by its `pad`.
+    fn input(g: &ConvGeom) -> Self {
+        Self {
+            c: g.c,
+            hp: g.h + 2 * g.pad,
+            wp: g.w + 2 * g.pad,
+            tail: g.kw,
+        }
+    }
+
+    /// The output gradient (`o` channels), padded by `k - 1 - pad`: the
+    /// input of the input gradient's convolution.
+    fn output_grad(g: &ConvGeom, o: usize) -> Self {
+        Self {
+            c: o,
+            hp: g.oh + 2 * (g.kh - 1 - g.pad),
+            wp: g.ow + 2 * (g.kw - 1 - g.pad),
+            tail: g.kw,
+        }
+    }
+
     fn plane(&self) -> usize {
         self.hp * self.wp
     }
@@ -105,19 +126,8 @@ fn unpad(yp: &[f32], wp: usize, ow: usize, y: &mut [f32]) {
 
 /// Scratch needed by [`forward`] and [`input_grad`] for one image.
 pub fn scratch_len(g: &ConvGeom, o: usize) -> usize {
-    let fwd = Padded {
-        c: g.c,
-        hp: g.h + 2 * g.pad,
-        wp: g.w + 2 * g.pad,
-        tail: g.kw,
-    };
-    let (qh, qw) = (g.kh - 1 - g.pad, g.kw - 1 - g.pad);
-    let bwd = Padded {
-        c: o,
-        hp: g.oh + 2 * qh,
-        wp: g.ow + 2 * qw,
-        tail: g.kw,
-    };
+    let fwd = Padded::input(g);
+    let bwd = Padded::output_grad(g, o);
     (fwd.len() + o * g.oh * fwd.wp).max(bwd.len() + g.c * g.h * bwd.wp)
 }
 
@@ -131,12 +141,7 @@ pub fn forward(
     scratch: &mut [f32],
     t: usize,
 ) {
-    let p = Padded {
-        c: g.c,
-        hp: g.h + 2 * g.pad,
-        wp: g.w + 2 * g.pad,
-        tail: g.kw,
-    };
+    let p = Padded::input(g);
     let (xp, rest) = scratch.split_at_mut(p.len());
     let yp = &mut rest[..o * g.oh * p.wp];
     p.fill(x, g.h, g.w, xp);
@@ -163,13 +168,7 @@ pub fn input_grad(
     scratch: &mut [f32],
     t: usize,
 ) {
-    let (qh, qw) = (g.kh - 1 - g.pad, g.kw - 1 - g.pad);
-    let p = Padded {
-        c: o,
-        hp: g.oh + 2 * qh,
-        wp: g.ow + 2 * qw,
-        tail: g.kw,
-    };
+    let p = Padded::output_grad(g, o);
     let (dyp, rest) = scratch.split_at_mut(p.len());
     let dxp = &mut rest[..g.c * g.h * p.wp];
     p.fill(dy, g.oh, g.ow, dyp);
@@ -188,8 +187,8 @@ pub fn input_grad(
 
 /// Scratch needed by [`weight_grad`] for one image (besides the `taps x o x c` sum).
 pub fn weight_grad_scratch_len(g: &ConvGeom, o: usize) -> usize {
-    let wp = g.w + 2 * g.pad;
-    (g.c * (g.h + 2 * g.pad) * wp + g.kw) + o * g.oh * wp
+    let p = Padded::input(g);
+    p.len() + o * g.oh * p.wp
 }
 
 /// One image's weight gradient added (or written, unless `accumulate`) into
@@ -206,12 +205,7 @@ pub fn weight_grad(
     scratch: &mut [f32],
     t: usize,
 ) {
-    let p = Padded {
-        c: g.c,
-        hp: g.h + 2 * g.pad,
-        wp: g.w + 2 * g.pad,
-        tail: g.kw,
-    };
+    let p = Padded::input(g);
     let n = g.oh * p.wp;
     let (xp, rest) = scratch.split_at_mut(p.len());
     let dyw = &mut rest[..o * n];
