@@ -50,8 +50,23 @@ fn limits() -> DecodeLimits {
     DecodeLimits::default()
 }
 
-/// Preprocessed input of one image, on the blocking pool.
-async fn gray_of(model: &Arc<Loaded>, bytes: web::Bytes) -> Result<Vec<u8>, ApiError> {
+/// Preprocessed input of one image, on the blocking pool, at most one
+/// decode per core at a time.
+async fn gray_of(
+    st: &AppState,
+    model: &Arc<Loaded>,
+    bytes: web::Bytes,
+) -> Result<Vec<u8>, ApiError> {
+    let _slot = Arc::clone(&st.decode_slots)
+        .acquire_owned()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            )
+        })?;
     let m = Arc::clone(model);
     Ok(web::block(move || m.predictor.gray(&bytes, limits())).await??)
 }
@@ -136,7 +151,7 @@ async fn predict(
     let explain = truthy(&q.explain)?;
     let bytes = image_bytes(&req, payload, st.max_upload()).await?;
     let model = active(&st)?;
-    let gray = gray_of(&model, bytes).await?;
+    let gray = gray_of(&st, &model, bytes).await?;
     let pre_ms = t0.elapsed().as_secs_f64() * 1e3;
     let png = if explain {
         let (m, g) = (Arc::clone(&model), gray.clone());
@@ -189,7 +204,7 @@ async fn predict_batch(
             let name = p.filename.clone().unwrap_or_else(|| if p.name.is_empty() { format!("#{i}") } else { p.name.clone() });
             let t1 = Instant::now();
             let r = async {
-                let g = gray_of(&model, p.data).await?;
+                let g = gray_of(&st, &model, p.data).await?;
                 let pre = t1.elapsed().as_secs_f64() * 1e3;
                 let out = infer(&st, &model, g).await?;
                 Ok::<_, ApiError>(answer(&st, &model, &out, t1, pre))
