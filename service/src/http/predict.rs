@@ -50,8 +50,8 @@ fn limits() -> DecodeLimits {
     DecodeLimits::default()
 }
 
-/// Preprocessed input of one image, on the blocking pool, at most one
-/// decode per core at a time.
+/// Preprocessed input of one image, on the blocking pool, at most a batch's
+/// worth of decodes at a time.
 async fn gray_of(
     st: &AppState,
     model: &Arc<Loaded>,
