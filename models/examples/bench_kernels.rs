@@ -1,12 +1,15 @@
 //! Per-op timings of cxr's CPU kernels against plain candle on ResNet18's
 //! shapes (batch 16 at 128 px by default): convolution forward, convolution
-//! forward + backward, batch norm + ReLU forward + backward.
+//! forward + backward, batch norm + ReLU forward + backward, the stem max pool,
+//! and inference-mode conv + BN + residual + ReLU (forward only: "fwd+bwd"
+//! there is the plain eval-mode conv, BN, add and ReLU with cxr's kernels).
 //!
 //! cargo run --release -p cxr-models --example bench_kernels [BATCH] [SIZE] [ITERS]
 
 use candle_core::{Device, Result, Tensor, Var};
 use cxr_models::kernels;
-use cxr_models::layers::BatchNorm;
+use cxr_models::layers::{conv_bn, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
+use cxr_models::params::Init;
 use cxr_models::params::ParamStore;
 use std::time::Instant;
 
@@ -102,6 +105,43 @@ fn main() -> Result<()> {
             row.push((fwd, both));
         }
         print_row(name, &row);
+    }
+    {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, 64, s / 2, s / 2), &dev)?)?;
+        let mut row = Vec::new();
+        for on in [true, false] {
+            kernels::set_enabled(on);
+            let fwd = median_ms(iters, || max_pool_3x3_s2_p1(x.as_tensor()).map(|_| ()))?;
+            let both = median_ms(iters, || {
+                max_pool_3x3_s2_p1(x.as_tensor())?
+                    .sum_all()?
+                    .backward()
+                    .map(|_| ())
+            })?;
+            row.push((fwd, both));
+        }
+        print_row("max pool stem", &row);
+    }
+    kernels::set_enabled(true);
+    println!("inference block conv (ms): fused conv+bn+add+relu vs separate ops, both cxr kernels");
+    for (name, c, hw) in [("layer1 3x3", 64, s / 4), ("layer3 3x3", 256, s / 16)] {
+        let mut ps = ParamStore::new(&dev, 0);
+        let conv = Conv2d::new(&mut ps, "c", c, c, 3, 1, 1, Init::KaimingNormal)?;
+        let bn = BatchNorm::new(&mut ps, "bn", c, false)?;
+        let x = Tensor::randn(0f32, 1.0, (n, c, hw, hw), &dev)?;
+        let fused = median_ms(iters, || {
+            kernels::inference(|| conv_bn(&conv, &bn, &x, false, Some(&x), true)).map(|_| ())
+        })?;
+        let separate = median_ms(iters, || {
+            conv_bn(&conv, &bn, &x, false, Some(&x), true).map(|_| ())
+        })?;
+        println!(
+            "{:<20}{:>12.2}{:>12.2}{:>8.2}",
+            name,
+            fused,
+            separate,
+            separate / fused
+        );
     }
     Ok(())
 }
