@@ -6,7 +6,7 @@ use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
 use super::im2col::{col2im, col2im_at, im2col, im2col_at, im2col_par};
 use super::taps;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -21,8 +21,7 @@ pub fn conv2d(
     pad: usize,
     input_grad: bool,
 ) -> Result<Tensor> {
-    if super::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32
-    {
+    if super::takes(&[x, w]) {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         x.apply_op2(
             &w,
@@ -449,6 +448,7 @@ impl CustomOp2 for ConvWeightGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
     use candle_core::{Device, Var};
 
     /// Forward and both gradients against candle's own conv2d, over the

@@ -8,7 +8,7 @@
 //! where nothing asks for gradients (Grad-CAM, which does, runs the plain ops).
 
 use super::conv::{conv_forward_then, f32s, geom};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// The per-channel map after the convolution.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ struct Affine {
 
 /// Whether the fused op can run for `x` and `w` (f32 on the CPU, kernels on).
 pub fn applies(x: &Tensor, w: &Tensor) -> bool {
-    super::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32
+    super::takes(&[x, w])
 }
 
 /// `relu?(conv(x, w) * scale + shift + residual?)`, per output channel.
@@ -157,6 +157,7 @@ impl CustomOp3 for Affine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
     use candle_core::Device;
 
     /// Against the unfused ops (conv, then the affine map, the add, the ReLU),

@@ -3,7 +3,7 @@
 //! output's gradient to the first maximum of its window in row-major order
 //! (PyTorch's rule, which matters after a ReLU, where ties at 0 are common).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Output side of a 3-wide, stride-2, pad-1 window along an axis of `len`.
@@ -13,7 +13,7 @@ fn out_len(len: usize) -> usize {
 
 /// Whether cxr's kernel runs for `x` (f32 on the CPU, kernels enabled).
 pub fn applies(x: &Tensor) -> bool {
-    super::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4
+    super::takes(&[x]) && x.rank() == 4
 }
 
 /// `max_pool2d(x, 3, stride=2, padding=1)` on a contiguous f32 CPU tensor.
@@ -140,6 +140,7 @@ impl CustomOp2 for MaxPoolGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
     use candle_core::{Device, Var};
 
     /// The definition, one output at a time, with -inf padding.

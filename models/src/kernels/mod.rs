@@ -51,6 +51,15 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+/// Whether cxr's kernels take these tensors: kernels enabled, and every one
+/// of them f32 on the CPU (else the callers use candle's ops).
+pub(crate) fn takes(ts: &[&candle_core::Tensor]) -> bool {
+    enabled()
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+}
+
 /// 0 = not decided yet, 1 = cxr kernels, 2 = candle's ops.
 static MODE: AtomicU8 = AtomicU8::new(0);
 

@@ -26,8 +26,8 @@ pub fn applies(g: &ConvGeom) -> bool {
     g.stride == 1 && !g.is_pointwise() && g.pad < g.kh && g.pad < g.kw && g.ow >= MIN_WIDTH
 }
 
-/// A `c x h x w` image zero-padded by `ph` rows and `pw` columns on each side,
-/// `plane = hp * wp` values per channel, plus `tail` zeros after the last
+/// A `c`-channel image zero-padded equally on each side to `hp x wp`
+/// (`plane = hp * wp` values per channel), plus `tail` zeros after the last
 /// plane (shifted views of the last channel read that far).
 #[derive(Clone, Copy)]
 struct Padded {
