@@ -5,7 +5,7 @@
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
 use super::im2col::{col2im, col2im_at, im2col, im2col_at, im2col_par};
-use super::taps;
+use super::{direct, taps};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -186,9 +186,12 @@ pub fn conv_forward_then(
     }
     let wm = MatRef::new(w, o, rows);
     let mut out = vec![0.0f32; n * o * cols];
+    let packed = direct::applies(g).then(|| direct::Packed::new(w, o, g));
     per_image(&mut out, n, |i, y, t| {
         let xi = &x[i * per_in..(i + 1) * per_in];
-        if g.is_pointwise() {
+        if let Some(p) = &packed {
+            with_scratch(p.scratch_len(), |s| p.forward(xi, y, s, t));
+        } else if g.is_pointwise() {
             sgemm(y, wm, MatRef::new(xi, rows, cols), false, t);
         } else if taps::applies(g) {
             with_scratch(taps::scratch_len(g, o), |s| {
@@ -225,9 +228,15 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
         });
         return dx;
     }
+    let packed = direct::input_grad_applies(g)
+        .then(|| direct::input_grad_as_forward(w, o, g))
+        .flatten()
+        .map(|(wt, gt)| direct::Packed::new(&wt, g.c, &gt));
     per_image(&mut dx, n, |i, dxi, t| {
         let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
-        if g.is_pointwise() {
+        if let Some(p) = &packed {
+            with_scratch(p.scratch_len(), |s| p.forward(dyi.data, dxi, s, t));
+        } else if g.is_pointwise() {
             sgemm(dxi, wt, dyi, false, t);
         } else if taps::applies(g) {
             with_scratch(taps::scratch_len(g, o), |s| {
@@ -381,6 +390,27 @@ impl CustomOp2 for Conv2dOp {
         )?;
         Ok((dx, Some(dw)))
     }
+}
+
+/// The input gradient of [`conv2d`] on an `h x w` input, as its backward
+/// computes it (CPU f32 only; exposed for benchmarks).
+pub fn conv_input_grad_op(
+    dy: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: usize,
+    h: usize,
+    wd: usize,
+) -> Result<Tensor> {
+    dy.contiguous()?.apply_op2_no_bwd(
+        &w.contiguous()?,
+        &ConvInputGrad {
+            stride,
+            pad,
+            h,
+            w: wd,
+        },
+    )
 }
 
 /// `(dy, w) -> dx` for an input of `h x w`.
