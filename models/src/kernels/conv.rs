@@ -190,7 +190,9 @@ pub fn conv_forward_then(
     per_image(&mut out, n, |i, y, t| {
         let xi = &x[i * per_in..(i + 1) * per_in];
         if let Some(p) = &packed {
-            with_scratch(p.scratch_len(), |s| p.forward(xi, y, s, t));
+            with_scratch(p.scratch_len(), |s| {
+                p.forward(xi, y, s, t, &direct::Post::default())
+            });
         } else if g.is_pointwise() {
             sgemm(y, wm, MatRef::new(xi, rows, cols), false, t);
         } else if taps::applies(g) {
@@ -208,6 +210,39 @@ pub fn conv_forward_then(
             });
         }
         epilogue(i, y);
+    });
+    out
+}
+
+/// `relu?(conv(x) * scale + shift + residual?)` per output channel: fused
+/// into the direct kernel's store when that path takes `g`, else `fallback`
+/// (the same map as an [`Epilogue`]) after each image's GEMM.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward_affine(
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    o: usize,
+    g: &ConvGeom,
+    affine: (&[f32], &[f32]),
+    residual: Option<&[f32]>,
+    relu: bool,
+    fallback: Epilogue<'_>,
+) -> Vec<f32> {
+    if !direct::applies(g) {
+        return conv_forward_then(x, w, n, o, g, fallback);
+    }
+    let (per_in, per_out) = (g.c * g.h * g.w, o * g.cols());
+    let packed = direct::Packed::new(w, o, g);
+    let mut out = vec![0.0f32; n * per_out];
+    per_image(&mut out, n, |i, y, t| {
+        let post = direct::Post {
+            affine: Some(affine),
+            residual: residual.map(|r| &r[i * per_out..(i + 1) * per_out]),
+            relu,
+        };
+        let xi = &x[i * per_in..(i + 1) * per_in];
+        with_scratch(packed.scratch_len(), |s| packed.forward(xi, y, s, t, &post));
     });
     out
 }
@@ -235,7 +270,9 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
     per_image(&mut dx, n, |i, dxi, t| {
         let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
         if let Some(p) = &packed {
-            with_scratch(p.scratch_len(), |s| p.forward(dyi.data, dxi, s, t));
+            with_scratch(p.scratch_len(), |s| {
+                p.forward(dyi.data, dxi, s, t, &direct::Post::default())
+            });
         } else if g.is_pointwise() {
             sgemm(dxi, wt, dyi, false, t);
         } else if taps::applies(g) {

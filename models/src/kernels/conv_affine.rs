@@ -7,7 +7,7 @@
 //! It has no backward: the layers use it only inside [`super::inference`],
 //! where nothing asks for gradients (Grad-CAM, which does, runs the plain ops).
 
-use super::conv::{conv_forward_then, f32s, geom};
+use super::conv::{conv_forward_affine, f32s, geom};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// The per-channel map after the convolution.
@@ -108,12 +108,15 @@ impl Affine {
                 }
             }
         };
-        let y = conv_forward_then(
+        let y = conv_forward_affine(
             f32s(s1, l1, "input")?,
             f32s(s2, l2, "weight")?,
             n,
             o,
             &g,
+            (&self.scale, &self.shift),
+            r,
+            self.relu,
             &epilogue,
         );
         Ok((CpuStorage::F32(y), shape))

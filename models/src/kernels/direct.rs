@@ -80,9 +80,57 @@ fn avx512() -> bool {
     }
 }
 
-/// A register-tile kernel: `out[r * TILE + j] (+)= sum_k w[k * R + r] * x[offs[k] + j]`,
-/// adding to `out` when the flag says so (`out` holds `R * TILE` values).
-type TileFn = unsafe fn(*const f32, &[u32], *const f32, &mut [f32], bool);
+/// A register-tile kernel: `acc[r * TILE + j] (+)= sum_k w[k * R + r] * x[offs[k] + j]`,
+/// starting from `acc` when the flag says so (`acc` holds `R * TILE` values);
+/// with a [`Store`], the sums go to the output instead of back to `acc`.
+type TileFn = unsafe fn(*const f32, &[u32], *const f32, *mut f32, bool, Option<&Store>);
+
+/// What follows the convolution on each output value, fused into the
+/// kernel's store: `relu?(y * scale + shift + residual?)` per channel.
+#[derive(Default, Clone, Copy)]
+pub struct Post<'a> {
+    /// Per-channel scale and shift (eval-mode batch norm folded in).
+    pub affine: Option<(&'a [f32], &'a [f32])>,
+    /// This image's residual, same layout as the output.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// Where one register tile's sums go: `rows` output planes of `plane` values
+/// from `y`, the tile starting at grid position `q` (grid row width `wq`;
+/// position `yy * wq + xx` is output `yy * ow + xx` when `xx < ow` and
+/// `yy < oh`), with the [`Post`] map applied.
+pub(crate) struct Store {
+    y: *mut f32,
+    rows: usize,
+    plane: usize,
+    oh: usize,
+    ow: usize,
+    wq: usize,
+    q: usize,
+    affine: Option<(*const f32, *const f32)>,
+    residual: Option<*const f32>,
+    relu: bool,
+}
+
+impl Store {
+    /// The runs of lanes `[j, j + len)` of the 16 from grid position `q` that
+    /// are valid outputs, with their output index: `f(j, len, index)`.
+    #[inline(always)]
+    fn runs(&self, q: usize, mut f: impl FnMut(usize, usize, usize)) {
+        let (mut yy, mut xx) = (q / self.wq, q % self.wq);
+        let mut j = 0;
+        while j < 16 && yy < self.oh {
+            let seg = (16 - j).min(self.wq - xx);
+            if xx < self.ow {
+                f(j, seg.min(self.ow - xx), yy * self.ow + xx);
+            }
+            j += seg;
+            yy += 1;
+            xx = 0;
+        }
+    }
+}
 
 /// The layout of one padded (and, for stride 2, phase-split) image.
 #[derive(Debug, Clone, Copy)]
@@ -177,65 +225,91 @@ impl Packed {
         self.buf_len
     }
 
-    /// One image: `y (o x oh*ow) = conv(x, w)`, over `t` threads (split by
-    /// output-channel blocks).
-    pub fn forward(&self, x: &[f32], y: &mut [f32], scratch: &mut [f32], t: usize) {
+    /// One image: `y (o x oh*ow) = post(conv(x, w))`, over `t` threads
+    /// (split by output-channel blocks).
+    pub fn forward(&self, x: &[f32], y: &mut [f32], scratch: &mut [f32], t: usize, post: &Post) {
+        let plane = self.g.oh * self.g.ow;
+        assert_eq!(y.len(), self.o * plane, "direct conv: output size");
+        if let Some((a, b)) = post.affine {
+            assert!(
+                a.len() == self.o && b.len() == self.o,
+                "direct conv: affine size"
+            );
+        }
+        if let Some(r) = post.residual {
+            assert_eq!(r.len(), y.len(), "direct conv: residual size");
+        }
         let buf = &mut scratch[..self.buf_len];
         self.fill(x, buf);
         let buf: &[f32] = buf;
         let blocks = self.o.div_ceil(R);
-        let per_block = R * self.g.oh * self.g.ow;
         if t > 1 && blocks > 1 {
             let group = blocks.div_ceil(t);
-            y.par_chunks_mut(group * per_block)
+            y.par_chunks_mut(group * R * plane)
                 .enumerate()
-                .for_each(|(i, yg)| self.blocks(buf, i * group, yg));
+                .for_each(|(i, yg)| self.blocks(buf, i * group, yg, post));
         } else {
-            self.blocks(buf, 0, y);
+            self.blocks(buf, 0, y, post);
         }
     }
 
     /// The output-channel blocks from `first` on that `y` (their output
     /// planes) holds. Per register tile, the taps go in chunks of
     /// [`CHANNELS_PER_PASS`] input channels, each chunk through every block
-    /// while that stretch of the image is in L1.
-    fn blocks(&self, buf: &[f32], first: usize, y: &mut [f32]) {
+    /// while that stretch of the image is in L1; the last chunk stores
+    /// straight into `y`.
+    fn blocks(&self, buf: &[f32], first: usize, y: &mut [f32], post: &Post) {
         let k = self.offs.len();
-        let (oh, ow, wq) = (self.g.oh, self.g.ow, self.grid.wq);
-        let plane = oh * ow;
-        let blocks = y.len().div_ceil(R * plane);
+        let plane = self.g.oh * self.g.ow;
+        let channels = y.len() / plane;
+        let blocks = channels.div_ceil(R);
         let chunk = CHANNELS_PER_PASS * self.g.kh * self.g.kw;
-        let mut acc = vec![0.0f32; blocks * R * TILE];
+        let mut acc = vec![0.0f32; if k > chunk { blocks * R * TILE } else { 0 }];
         for t in 0..self.grid.tiles {
             let start = t * TILE;
             for k0 in (0..k).step_by(chunk) {
                 let offs = &self.offs[k0..(k0 + chunk).min(k)];
-                for (b, a) in acc.chunks_exact_mut(R * TILE).enumerate() {
+                let last = k0 + chunk >= k;
+                for b in 0..blocks {
                     let w = &self.w[((first + b) * k + k0) * R..];
+                    let oc = (first + b) * R;
+                    let store = last.then(|| Store {
+                        y: y[b * R * plane..].as_mut_ptr(),
+                        rows: (channels - b * R).min(R),
+                        plane,
+                        oh: self.g.oh,
+                        ow: self.g.ow,
+                        wq: self.grid.wq,
+                        q: start,
+                        affine: post
+                            .affine
+                            .map(|(a, s)| (a[oc..].as_ptr(), s[oc..].as_ptr())),
+                        residual: post.residual.map(|r| r[oc * plane..].as_ptr()),
+                        relu: post.relu,
+                    });
+                    let a = if acc.is_empty() {
+                        std::ptr::null_mut()
+                    } else {
+                        acc[b * R * TILE..].as_mut_ptr()
+                    };
                     // SAFETY: every read is `buf[start + off + j]` for an
                     // offset in `offs` and `j < TILE`, below `buf_len` by
                     // construction; `w` holds `offs.len() * R` values from
-                    // here and `a` is one `R x TILE` tile.
-                    unsafe { (self.kernel)(buf.as_ptr().add(start), offs, w.as_ptr(), a, k0 > 0) };
+                    // here; `a` is one `R x TILE` tile whenever there is more
+                    // than one chunk; the store writes (and reads the
+                    // residual at) valid output positions of its `rows`
+                    // planes only, all inside `y` (sizes asserted in forward).
+                    unsafe {
+                        (self.kernel)(
+                            buf.as_ptr().add(start),
+                            offs,
+                            w.as_ptr(),
+                            a,
+                            k0 > 0,
+                            store.as_ref(),
+                        )
+                    };
                 }
-            }
-            // Grid position q = y * wq + x lands at y * ow + x when x < ow.
-            let mut q = start;
-            while q < start + TILE {
-                let (yy, xx) = (q / wq, q % wq);
-                if yy >= oh {
-                    break;
-                }
-                let run = (start + TILE - q).min(wq - xx);
-                if xx < ow {
-                    let len = run.min(ow - xx);
-                    let j = q - start;
-                    for (oc, plane_y) in y.chunks_exact_mut(plane).enumerate() {
-                        let src = &acc[(oc / R) * R * TILE + (oc % R) * TILE + j..][..len];
-                        plane_y[yy * ow + xx..][..len].copy_from_slice(src);
-                    }
-                }
-                q += run;
             }
         }
     }
@@ -275,20 +349,54 @@ fn best_kernel() -> TileFn {
 /// The reference kernel (and the fallback): the same sums, scalar.
 ///
 /// # Safety
-/// `x + offs[k] + j` must be readable for every `k` and `j < TILE`, and `w`
-/// must hold `offs.len() * R` values.
-unsafe fn portable_tile(x: *const f32, offs: &[u32], w: *const f32, out: &mut [f32], add: bool) {
-    let out = &mut out[..R * TILE];
-    if !add {
-        out.fill(0.0);
+/// `x + offs[k] + j` must be readable for every `k` and `j < TILE`, `w` must
+/// hold `offs.len() * R` values, `acc` must be an `R * TILE` tile unless this
+/// is a lone chunk (no start from `acc`, a store), and the store must
+/// describe valid output planes.
+unsafe fn portable_tile(
+    x: *const f32,
+    offs: &[u32],
+    w: *const f32,
+    acc: *mut f32,
+    add: bool,
+    store: Option<&Store>,
+) {
+    let mut sums = [0.0f32; R * TILE];
+    if add {
+        sums.copy_from_slice(std::slice::from_raw_parts(acc, R * TILE));
     }
     for (k, &off) in offs.iter().enumerate() {
         let xs = std::slice::from_raw_parts(x.add(off as usize), TILE);
         let ws = std::slice::from_raw_parts(w.add(k * R), R);
         for (r, wv) in ws.iter().enumerate() {
-            for (o, xv) in out[r * TILE..(r + 1) * TILE].iter_mut().zip(xs) {
+            for (o, xv) in sums[r * TILE..(r + 1) * TILE].iter_mut().zip(xs) {
                 *o += wv * xv;
             }
+        }
+    }
+    let Some(st) = store else {
+        std::slice::from_raw_parts_mut(acc, R * TILE).copy_from_slice(&sums);
+        return;
+    };
+    for r in 0..st.rows {
+        let (a, b) = match st.affine {
+            Some((a, b)) => (*a.add(r), *b.add(r)),
+            None => (1.0, 0.0),
+        };
+        for v in 0..V {
+            st.runs(st.q + 16 * v, |j, len, at| {
+                for l in 0..len {
+                    let i = r * st.plane + at + l;
+                    let mut val = sums[r * TILE + 16 * v + j + l] * a + b;
+                    if let Some(res) = st.residual {
+                        val += *res.add(i);
+                    }
+                    if st.relu {
+                        val = val.max(0.0);
+                    }
+                    *st.y.add(i) = val;
+                }
+            });
         }
     }
 }
@@ -297,14 +405,20 @@ unsafe fn portable_tile(x: *const f32, offs: &[u32], w: *const f32, out: &mut [f
 /// As [`portable_tile`], and the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_tile(x: *const f32, offs: &[u32], w: *const f32, out: &mut [f32], add: bool) {
+unsafe fn avx512_tile(
+    x: *const f32,
+    offs: &[u32],
+    w: *const f32,
+    acc: *mut f32,
+    add: bool,
+    store: Option<&Store>,
+) {
     use std::arch::x86_64::*;
-    let out = &mut out[..R * TILE];
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    let mut sums = [[_mm512_setzero_ps(); V]; R];
     if add {
-        for (r, row) in acc.iter_mut().enumerate() {
+        for (r, row) in sums.iter_mut().enumerate() {
             for (v, a) in row.iter_mut().enumerate() {
-                *a = _mm512_loadu_ps(out.as_ptr().add(r * TILE + 16 * v));
+                *a = _mm512_loadu_ps(acc.add(r * TILE + 16 * v));
             }
         }
     }
@@ -315,7 +429,7 @@ unsafe fn avx512_tile(x: *const f32, offs: &[u32], w: *const f32, out: &mut [f32
         for (v, xr) in xv.iter_mut().enumerate() {
             *xr = _mm512_loadu_ps(xp.add(16 * v));
         }
-        for (r, row) in acc.iter_mut().enumerate() {
+        for (r, row) in sums.iter_mut().enumerate() {
             let wr = _mm512_set1_ps(*wp.add(r));
             for (a, xr) in row.iter_mut().zip(&xv) {
                 *a = _mm512_fmadd_ps(wr, *xr, *a);
@@ -323,9 +437,49 @@ unsafe fn avx512_tile(x: *const f32, offs: &[u32], w: *const f32, out: &mut [f32
         }
         wp = wp.add(R);
     }
-    for (r, row) in acc.iter().enumerate() {
-        for (v, a) in row.iter().enumerate() {
-            _mm512_storeu_ps(out.as_mut_ptr().add(r * TILE + 16 * v), *a);
+    let Some(st) = store else {
+        for (r, row) in sums.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(acc.add(r * TILE + 16 * v), *a);
+            }
+        }
+        return;
+    };
+    // Each vector's runs of valid lanes, found once for all rows: (mask,
+    // offset of the vector's base from the plane start, wrapping).
+    let mut runs = [[(0 as __mmask16, 0usize); 16]; V];
+    let mut count = [0usize; V];
+    for (v, (rv, n)) in runs.iter_mut().zip(count.iter_mut()).enumerate() {
+        st.runs(st.q + 16 * v, |j, len, at| {
+            rv[*n] = ((((1u32 << len) - 1) << j) as __mmask16, at.wrapping_sub(j));
+            *n += 1;
+        });
+    }
+    let zero = _mm512_setzero_ps();
+    for (r, row) in sums.iter().enumerate().take(st.rows) {
+        let (a, b) = match st.affine {
+            Some((a, b)) => (_mm512_set1_ps(*a.add(r)), _mm512_set1_ps(*b.add(r))),
+            None => (_mm512_set1_ps(1.0), zero),
+        };
+        let y = st.y.add(r * st.plane);
+        let res = st.residual.map(|p| p.add(r * st.plane));
+        for (v, sum) in row.iter().enumerate() {
+            let val = match st.affine {
+                Some(_) => _mm512_fmadd_ps(*sum, a, b),
+                None => *sum,
+            };
+            // Lane j goes to output index base + j: the base may lie before
+            // the plane; masked-off lanes touch no memory.
+            for &(mask, base) in &runs[v][..count[v]] {
+                let mut out = val;
+                if let Some(res) = res {
+                    out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, res.wrapping_add(base)));
+                }
+                if st.relu {
+                    out = _mm512_max_ps(out, zero);
+                }
+                _mm512_mask_storeu_ps(y.wrapping_add(base), mask, out);
+            }
         }
     }
 }
@@ -433,11 +587,31 @@ mod tests {
                 for t in [1, 2] {
                     let mut y = vec![f32::NAN; o * g.cols()];
                     let mut scratch = vec![f32::NAN; packed.scratch_len()];
-                    packed.forward(&x, &mut y, &mut scratch, t);
+                    packed.forward(&x, &mut y, &mut scratch, t, &Post::default());
                     for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                         assert!(
                             (a - b).abs() < 1e-4,
                             "{name} kernel, case {:?}, {t} threads, value {i}: {a} vs {b}",
+                            (c, h, wd, o, k, s, p)
+                        );
+                    }
+                    // The fused map: relu(y * scale + shift + residual).
+                    let scale = values(o, 6.0);
+                    let shift = values(o, 7.0);
+                    let res = values(y.len(), 8.0);
+                    let post = Post {
+                        affine: Some((&scale, &shift)),
+                        residual: Some(&res),
+                        relu: true,
+                    };
+                    let mut z = vec![f32::NAN; y.len()];
+                    packed.forward(&x, &mut z, &mut scratch, t, &post);
+                    for (i, (zv, yv)) in z.iter().zip(&want).enumerate() {
+                        let oc = i / g.cols();
+                        let e = (yv * scale[oc] + shift[oc] + res[i]).max(0.0);
+                        assert!(
+                            (zv - e).abs() < 1e-4,
+                            "{name} kernel with post, case {:?}, {t} threads, value {i}: {zv} vs {e}",
                             (c, h, wd, o, k, s, p)
                         );
                     }
@@ -459,7 +633,7 @@ mod tests {
         let packed = Packed::with_kernel(&wt, c, &gt, portable_tile);
         let mut dx = vec![0.0; c * h * wd];
         let mut scratch = vec![0.0; packed.scratch_len()];
-        packed.forward(&dy, &mut dx, &mut scratch, 1);
+        packed.forward(&dy, &mut dx, &mut scratch, 1, &Post::default());
         let lhs: f32 = y.iter().zip(&dy).map(|(a, b)| a * b).sum();
         let rhs: f32 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
         assert!(
