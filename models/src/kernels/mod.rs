@@ -13,6 +13,7 @@
 //! everywhere. `CXR_KERNELS=candle` (or [`set_enabled`]) switches back to
 //! candle's CPU ops, which is how the benchmarks compare the two.
 
+mod adamw;
 mod batch_norm;
 mod conv;
 mod conv_affine;
@@ -22,6 +23,7 @@ mod im2col;
 mod max_pool;
 mod taps;
 
+pub use adamw::{adamw_step, applies as adamw_applies, AdamWStep};
 pub use batch_norm::{
     applies as batch_norm_applies, batch_norm_eval, batch_norm_train, batch_stats, channel_stats,
 };

@@ -7,6 +7,7 @@
 //! a resumed run continues exactly.
 
 use candle_core::{Device, Result, Tensor, Var};
+use cxr_models::kernels;
 use cxr_models::network::ParamRef;
 use std::collections::HashMap;
 
@@ -52,13 +53,14 @@ impl AdamW {
                 let slots = g
                     .into_iter()
                     .map(|p| {
-                        let z = p.var.as_tensor().zeros_like()?;
+                        // Two tensors, not one shared: the fused step updates them in place.
+                        let t = p.var.as_tensor();
                         Ok(Slot {
                             name: p.name,
                             decay: !p.no_decay,
+                            m: t.zeros_like()?,
+                            v: t.zeros_like()?,
                             var: p.var,
-                            m: z.clone(),
-                            v: z,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -105,6 +107,24 @@ impl AdamW {
                 let Some(g) = grads.get(s.var.as_tensor()) else {
                     continue;
                 };
+                let theta = s.var.as_tensor();
+                if kernels::adamw_applies(theta, g, &s.m, &s.v) {
+                    let h = kernels::AdamWStep {
+                        lr: lr as f32,
+                        beta1: c.beta1 as f32,
+                        beta2: c.beta2 as f32,
+                        eps: c.eps as f32,
+                        decay: if s.decay {
+                            (1.0 - lr * c.wd) as f32
+                        } else {
+                            1.0
+                        },
+                        debias1: debias1 as f32,
+                        debias2: debias2 as f32,
+                    };
+                    kernels::adamw_step(theta, g, &s.m, &s.v, &h)?;
+                    continue;
+                }
                 // Detached: the moments must not keep this step's autograd graph alive.
                 let g = g.detach().to_dtype(s.m.dtype())?;
                 s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?.detach();
@@ -126,8 +146,9 @@ impl AdamW {
         let mut out = HashMap::new();
         for (_, slots) in &self.groups {
             for s in slots {
-                out.insert(format!("m.{}", s.name), s.m.clone());
-                out.insert(format!("v.{}", s.name), s.v.clone());
+                // Copies: the fused step keeps updating the moments in place.
+                out.insert(format!("m.{}", s.name), s.m.copy()?);
+                out.insert(format!("v.{}", s.name), s.v.copy()?);
             }
         }
         Ok((out, self.step))
@@ -145,8 +166,9 @@ impl AdamW {
                     state.get(&format!("m.{}", s.name)),
                     state.get(&format!("v.{}", s.name)),
                 ) {
-                    s.m = m.to_device(device)?;
-                    s.v = v.to_device(device)?;
+                    // Own copies, so in-place steps never write into `state`.
+                    s.m = m.to_device(device)?.copy()?;
+                    s.v = v.to_device(device)?.copy()?;
                 }
             }
         }
