@@ -425,6 +425,9 @@ unsafe fn avx512_tile(
     let mut wp = w;
     for &off in offs {
         let xp = x.add(off as usize);
+        for v in 0..V {
+            _mm_prefetch::<_MM_HINT_T1>(xp.add(2 * TILE + 16 * v) as *const i8);
+        }
         let mut xv = [_mm512_setzero_ps(); V];
         for (v, xr) in xv.iter_mut().enumerate() {
             *xr = _mm512_loadu_ps(xp.add(16 * v));
