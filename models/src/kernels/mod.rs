@@ -3,10 +3,15 @@
 //!
 //! candle 0.11's CPU convolution builds its patch matrix one value at a time
 //! and computes the input gradient with a direct transposed-convolution loop;
-//! here convolution forward, input gradient and weight gradient are all
+//! here convolution forward, input gradient and weight gradient are
 //! im2col/col2im with contiguous row copies around one GEMM per image (the
-//! `gemm` crate, with its AVX-512 kernels enabled), scratch buffers are reused
-//! per thread, and the image's own gradient is never computed.
+//! `gemm` crate, with its AVX-512 kernels enabled) or one GEMM per kernel tap
+//! (`taps`), scratch buffers are reused per thread, and the image's own
+//! gradient is never computed. On AVX-512 CPUs the forward and the stride-1
+//! input gradient of 3x3/7x7 convolutions on maps at least 14 wide run the
+//! `direct` kernel instead (no patch matrix, no packing; `CXR_DIRECT=0` or
+//! [`set_direct_enabled`] turns it off). `adamw` is the optimizer's step as
+//! three in-place passes.
 //!
 //! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
 //! half precision) goes to candle's ops, so the model code is the same
