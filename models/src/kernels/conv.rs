@@ -186,7 +186,7 @@ pub fn conv_forward_then(
     }
     let wm = MatRef::new(w, o, rows);
     let mut out = vec![0.0f32; n * o * cols];
-    let packed = direct::applies(g).then(|| direct::Packed::new(w, o, g));
+    let packed = direct::Packed::for_forward(w, o, g);
     per_image(&mut out, n, |i, y, t| {
         let xi = &x[i * per_in..(i + 1) * per_in];
         if let Some(p) = &packed {
@@ -229,11 +229,10 @@ pub fn conv_forward_affine(
     relu: bool,
     fallback: Epilogue<'_>,
 ) -> Vec<f32> {
-    if !direct::applies(g) {
+    let Some(packed) = direct::Packed::for_forward(w, o, g) else {
         return conv_forward_then(x, w, n, o, g, fallback);
-    }
+    };
     let (per_in, per_out) = (g.c * g.h * g.w, o * g.cols());
-    let packed = direct::Packed::new(w, o, g);
     let mut out = vec![0.0f32; n * per_out];
     per_image(&mut out, n, |i, y, t| {
         let post = direct::Post {
@@ -263,10 +262,7 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
         });
         return dx;
     }
-    let packed = direct::input_grad_applies(g)
-        .then(|| direct::input_grad_as_forward(w, o, g))
-        .flatten()
-        .map(|(wt, gt)| direct::Packed::new(&wt, g.c, &gt));
+    let packed = direct::Packed::for_input_grad(w, o, g);
     per_image(&mut dx, n, |i, dxi, t| {
         let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
         if let Some(p) = &packed {

@@ -178,6 +178,22 @@ pub struct Packed {
 }
 
 impl Packed {
+    /// The packed forward of `g` when the direct kernel takes it ([`applies`]).
+    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom) -> Option<Self> {
+        applies(g).then(|| Self::new(w, o, g))
+    }
+
+    /// The packed stride-1 input gradient of `g`, as the forward convolution
+    /// of the output gradient ([`input_grad_as_forward`]), when the direct
+    /// kernel takes that convolution.
+    pub fn for_input_grad(w: &[f32], o: usize, g: &ConvGeom) -> Option<Self> {
+        if !input_grad_geom(o, g).is_some_and(|gt| applies(&gt)) {
+            return None;
+        }
+        let (wt, gt) = input_grad_as_forward(w, o, g)?;
+        Some(Self::new(&wt, g.c, &gt))
+    }
+
     /// `w` is `o x c x kh x kw` (PyTorch's layout) for the convolution `g`.
     pub fn new(w: &[f32], o: usize, g: &ConvGeom) -> Self {
         Self::with_kernel(w, o, g, best_kernel())
@@ -487,19 +503,23 @@ unsafe fn avx512_tile(
     }
 }
 
+/// The geometry of the forward convolution that computes the input gradient
+/// of `g` with `o` output channels (see [`input_grad_as_forward`]); `None`
+/// when there is none.
+fn input_grad_geom(o: usize, g: &ConvGeom) -> Option<ConvGeom> {
+    if g.stride != 1 || g.pad >= g.kh || g.pad >= g.kw || g.kh != g.kw {
+        return None;
+    }
+    let gt = ConvGeom::new(o, g.oh, g.ow, g.kh, g.kw, 1, g.kh - 1 - g.pad)?;
+    ((gt.oh, gt.ow) == (g.h, g.w)).then_some(gt)
+}
+
 /// The input gradient of a stride-1 convolution is itself a stride-1
 /// convolution of the output gradient: padding `k - 1 - pad`, kernel flipped
 /// and with input and output channels swapped. Returns its weights
 /// (`c x o x kh x kw`) and geometry; `None` when that does not hold.
 pub fn input_grad_as_forward(w: &[f32], o: usize, g: &ConvGeom) -> Option<(Vec<f32>, ConvGeom)> {
-    if g.stride != 1 || g.pad >= g.kh || g.pad >= g.kw || g.kh != g.kw {
-        return None;
-    }
-    let pad = g.kh - 1 - g.pad;
-    let gt = ConvGeom::new(o, g.oh, g.ow, g.kh, g.kw, 1, pad)?;
-    if (gt.oh, gt.ow) != (g.h, g.w) {
-        return None;
-    }
+    let gt = input_grad_geom(o, g)?;
     let (c, kh, kw) = (g.c, g.kh, g.kw);
     let mut wt = vec![0.0f32; c * o * kh * kw];
     for oc in 0..o {
@@ -513,17 +533,6 @@ pub fn input_grad_as_forward(w: &[f32], o: usize, g: &ConvGeom) -> Option<(Vec<f
         }
     }
     Some((wt, gt))
-}
-
-/// Whether the input gradient of `g` runs as a direct forward convolution.
-pub fn input_grad_applies(g: &ConvGeom) -> bool {
-    avx512()
-        && enabled()
-        && g.stride == 1
-        && g.kh == g.kw
-        && g.pad < g.kh
-        && !g.is_pointwise()
-        && g.w >= MIN_WIDTH
 }
 
 #[cfg(test)]
