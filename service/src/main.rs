@@ -13,17 +13,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3 headers).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-fn main() -> std::process::ExitCode {
-    // By default mimalloc hands freed pages back to the OS after 10 ms, and
-    // the next op's fresh buffer faults them in again, zeroed by the kernel:
-    // perf put a sixth of an inference step in `clear_page`. A 1 s delay keeps
-    // them through a training step or a burst of predictions (the share fell
-    // to a tenth) and still returns them when the server goes idle (never
-    // purging kept a server's idle RSS at its start-up peak, 186 vs 118 MB).
-    // An explicit MIMALLOC_PURGE_DELAY in the environment still wins.
+/// By default mimalloc hands freed pages back to the OS after 10 ms, and the
+/// next op's fresh buffer faults them in again, zeroed by the kernel: perf
+/// put a sixth of an inference step in `clear_page`. A command that runs to
+/// its end (train, bench, evaluate, ...) never hands pages back: with any
+/// finite delay, 1 s or 10 s alike, `clear_page` still took 5 % of a b16@128
+/// training step, 2.4 % without purging. The server (`long_running`) does
+/// after 1 s, so its idle RSS falls back (never purging kept it at its
+/// start-up peak, 186 vs 118 MB). An explicit MIMALLOC_PURGE_DELAY wins.
+fn configure_allocator(long_running: bool) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        let delay = if long_running { 1000 } else { -1 };
         // SAFETY: sets a plain integer option; mimalloc reads it on its next purge.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay) };
     }
-    cli::main()
+}
+
+fn main() -> std::process::ExitCode {
+    cli::main(configure_allocator)
 }

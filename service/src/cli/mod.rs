@@ -247,8 +247,11 @@ pub struct AblationArgs {
     pub device: String,
 }
 
-pub fn main() -> ExitCode {
+/// Parses the command line and runs it; `configure_allocator` learns first
+/// whether the command is the long-running server.
+pub fn main(configure_allocator: fn(bool)) -> ExitCode {
     let cli = Cli::parse();
+    configure_allocator(matches!(cli.command, Command::Serve(..)));
     init_tracing(cli.log_json);
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
