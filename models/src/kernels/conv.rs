@@ -2,6 +2,7 @@
 //! ops: im2col/col2im around one GEMM per image, images spread over the rayon
 //! pool, patch matrices in reused per-thread scratch buffers.
 
+use super::direct_weight_grad::WeightGrad;
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
 use super::im2col::{col2im, col2im_at, im2col, im2col_at, im2col_par};
@@ -290,6 +291,9 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
 /// partial sum, added at the end.
 pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom) -> Vec<f32> {
     let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
+    if let Some(wg) = WeightGrad::new(o, g) {
+        return direct_weight_grad(&wg, dy, x, n);
+    }
     // The shifted-tap path sums into a (taps, o, c) layout, reordered at the end.
     let by_taps = taps::applies(g) && !batched_weight_grad(n, g);
     let accumulate_run = |range: std::ops::Range<usize>, dw: &mut [f32], t: usize| {
@@ -357,6 +361,36 @@ pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom)
         }
     }
     finish(dw)
+}
+
+/// [`conv_weight_grad`] on the direct path: each thread adds a contiguous
+/// run of images into its own sum; the sums are added at the end.
+fn direct_weight_grad(wg: &WeightGrad, dy: &[f32], x: &[f32], n: usize) -> Vec<f32> {
+    let (per_in, per_out) = (x.len() / n.max(1), dy.len() / n.max(1));
+    let run = |range: std::ops::Range<usize>| {
+        let mut sum = vec![0.0f32; wg.sum_len()];
+        let dys: Vec<&[f32]> = range
+            .clone()
+            .map(|i| &dy[i * per_out..][..per_out])
+            .collect();
+        let xs: Vec<&[f32]> = range.map(|i| &x[i * per_in..][..per_in]).collect();
+        with_scratch(wg.scratch_len(wg.images_per_pass()), |s| {
+            wg.add_images(&dys, &xs, &mut sum, s)
+        });
+        sum
+    };
+    let chunk = n.div_ceil(threads().min(n).max(1)).max(1);
+    let mut partials: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .map(|p| run(p * chunk..((p + 1) * chunk).min(n)))
+        .collect();
+    let mut sum = partials.pop().unwrap_or_else(|| vec![0.0f32; wg.sum_len()]);
+    for part in &partials {
+        for (d, v) in sum.iter_mut().zip(part) {
+            *d += *v;
+        }
+    }
+    wg.finish(&sum)
 }
 
 /// The forward op; its backward runs [`ConvInputGrad`] and [`ConvWeightGrad`].
@@ -475,6 +509,26 @@ impl CustomOp2 for ConvInputGrad {
         let dx = conv_input_grad(f32s(s1, l1, "gradient")?, f32s(s2, l2, "weight")?, n, o, &g);
         Ok((CpuStorage::F32(dx), Shape::from((n, c, self.h, self.w))))
     }
+}
+
+/// The weight gradient of the convolution of `x` with a `kh x kw` kernel
+/// for the output gradient `dy`, as one op (for benchmarks).
+pub fn conv_weight_grad_op(
+    dy: &Tensor,
+    x: &Tensor,
+    stride: usize,
+    pad: usize,
+    (kh, kw): (usize, usize),
+) -> Result<Tensor> {
+    dy.contiguous()?.apply_op2_no_bwd(
+        &x.contiguous()?,
+        &ConvWeightGrad {
+            stride,
+            pad,
+            kh,
+            kw,
+        },
+    )
 }
 
 /// `(dy, x) -> dW` for a `kh x kw` kernel.

@@ -34,7 +34,10 @@ const CHANNELS_PER_PASS: usize = 16;
 /// Whether the direct kernel takes `g`: AVX-512 present, stride 1 or 2, a
 /// kernel larger than 1x1 (a 1x1 convolution has one tap per channel, too
 /// few to pay for the padded copy: 3.6x slower than its GEMM at batch 16),
-/// and a map wide enough that the dropped grid columns cost little.
+/// and a map wide enough that the dropped grid columns cost little. Of the
+/// stride-2 convolutions only those larger than 3x3 (the 7x7 stem, 1.2 to
+/// 1.6x faster): a 3x3/2 was 0.76 to 0.96 of its GEMM (bench_kernels, batch
+/// 16, 128 and 224 px, min of interleaved runs).
 pub fn applies(g: &ConvGeom) -> bool {
     avx512() && suits(g) && enabled()
 }
@@ -62,7 +65,13 @@ pub fn set_enabled(on: bool) {
 }
 
 fn suits(g: &ConvGeom) -> bool {
-    (g.stride == 1 || g.stride == 2) && g.kh > 1 && g.kw > 1 && g.ow >= MIN_WIDTH
+    lays_out(g) && g.ow >= MIN_WIDTH && (g.stride == 1 || g.kh * g.kw > 9)
+}
+
+/// Whether [`TapLayout`] covers `g` on this machine, whatever its width:
+/// AVX-512 present, the path on, stride 1 or 2, a kernel larger than 1x1.
+pub(crate) fn lays_out(g: &ConvGeom) -> bool {
+    avx512() && enabled() && (g.stride == 1 || g.stride == 2) && g.kh > 1 && g.kw > 1
 }
 
 /// Below this output width the grid's extra columns and the rounding to a
@@ -162,18 +171,90 @@ impl Grid {
     }
 }
 
+/// Where every kernel tap of every input channel reads in the padded (for
+/// stride 2, phase-split) image: the part of the direct path that the
+/// forward and the weight gradient ([`super::direct_weight_grad`]) share.
+pub(crate) struct TapLayout {
+    pub(crate) g: ConvGeom,
+    grid: Grid,
+    /// `k = (c * kh + dy) * kw + dx` -> offset into the padded image.
+    pub(crate) offs: Vec<u32>,
+    /// Values in the padded image buffer, reads past the last plane included.
+    pub(crate) buf_len: usize,
+}
+
+impl TapLayout {
+    pub(crate) fn new(g: &ConvGeom) -> Self {
+        let grid = Grid::of(g);
+        let (s, c, kh, kw) = (grid.s, g.c, g.kh, g.kw);
+        let plane = grid.plane();
+        let mut offs = Vec::with_capacity(c * kh * kw);
+        for ch in 0..c {
+            for dy in 0..kh {
+                for dx in 0..kw {
+                    let phase = (dy % s) * s + dx % s;
+                    let off = (phase * c + ch) * plane + (dy / s) * grid.wq + dx / s;
+                    offs.push(off as u32);
+                }
+            }
+        }
+        let max_off = offs.iter().copied().max().unwrap_or(0) as usize;
+        let buf_len = (s * s * c * plane).max(max_off + grid.tiles * TILE);
+        Self {
+            g: *g,
+            grid,
+            offs,
+            buf_len,
+        }
+    }
+
+    /// The grid's row width: output `(yy, xx)` is grid position `yy * wq + xx`.
+    pub(crate) fn wq(&self) -> usize {
+        self.grid.wq
+    }
+
+    /// The zero-padded image, split into `s * s` phase images for stride `s`.
+    pub(crate) fn fill(&self, x: &[f32], buf: &mut [f32]) {
+        buf.fill(0.0);
+        let (g, grid) = (&self.g, &self.grid);
+        let (s, plane, wq) = (grid.s, grid.plane(), grid.wq);
+        for ch in 0..g.c {
+            let src = &x[ch * g.h * g.w..(ch + 1) * g.h * g.w];
+            for (r, row) in src.chunks_exact(g.w).enumerate() {
+                let rr = r + g.pad;
+                if s == 1 {
+                    let at = ch * plane + rr * wq + g.pad;
+                    buf[at..at + g.w].copy_from_slice(row);
+                } else {
+                    // Padded column `cc = col + pad` goes to phase column
+                    // `cc % s` at `cc / s`: a de-interleave of the row.
+                    let at = (rr / s) * wq;
+                    for ph in 0..s {
+                        // The first column of the row that lands in phase `ph`.
+                        let first = (ph + s - g.pad % s) % s;
+                        let phase = (rr % s) * s + ph;
+                        let dst = &mut buf[(phase * g.c + ch) * plane + at..];
+                        let start = (first + g.pad) / s;
+                        for (d, v) in dst[start..]
+                            .iter_mut()
+                            .zip(row.iter().skip(first).step_by(s))
+                        {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The weights of one convolution in the kernel's order, with the input
 /// offset of every tap: build once per call, use for every image.
 pub struct Packed {
     o: usize,
-    g: ConvGeom,
-    grid: Grid,
-    /// `k = (c * kh + dy) * kw + dx` -> offset into the padded image.
-    offs: Vec<u32>,
+    taps: TapLayout,
     /// `[o / R blocks][k][R]`, zero rows past `o`.
     w: Vec<f32>,
-    /// Values in the padded image buffer, reads past the last plane included.
-    buf_len: usize,
     kernel: TileFn,
 }
 
@@ -200,21 +281,8 @@ impl Packed {
     }
 
     fn with_kernel(w: &[f32], o: usize, g: &ConvGeom, kernel: TileFn) -> Self {
-        let grid = Grid::of(g);
-        let (s, c, kh, kw) = (grid.s, g.c, g.kh, g.kw);
-        let plane = grid.plane();
-        let taps = kh * kw;
-        let mut offs = Vec::with_capacity(c * taps);
-        for ch in 0..c {
-            for dy in 0..kh {
-                for dx in 0..kw {
-                    let phase = (dy % s) * s + dx % s;
-                    let off = (phase * c + ch) * plane + (dy / s) * grid.wq + dx / s;
-                    offs.push(off as u32);
-                }
-            }
-        }
-        let k = c * taps;
+        let taps = TapLayout::new(g);
+        let k = taps.offs.len();
         let blocks = o.div_ceil(R);
         let mut wp = vec![0.0f32; blocks * k * R];
         for oc in 0..o {
@@ -223,28 +291,23 @@ impl Packed {
                 wp[(b * k + kk) * R + r] = *v;
             }
         }
-        let max_off = offs.iter().copied().max().unwrap_or(0) as usize;
-        let buf_len = (s * s * c * plane).max(max_off + grid.tiles * TILE);
         Self {
             o,
-            g: *g,
-            grid,
-            offs,
+            taps,
             w: wp,
-            buf_len,
             kernel,
         }
     }
 
     /// Scratch values one image needs.
     pub fn scratch_len(&self) -> usize {
-        self.buf_len
+        self.taps.buf_len
     }
 
     /// One image: `y (o x oh*ow) = post(conv(x, w))`, over `t` threads
     /// (split by output-channel blocks).
     pub fn forward(&self, x: &[f32], y: &mut [f32], scratch: &mut [f32], t: usize, post: &Post) {
-        let plane = self.g.oh * self.g.ow;
+        let plane = self.taps.g.oh * self.taps.g.ow;
         assert_eq!(y.len(), self.o * plane, "direct conv: output size");
         if let Some((a, b)) = post.affine {
             assert!(
@@ -255,8 +318,8 @@ impl Packed {
         if let Some(r) = post.residual {
             assert_eq!(r.len(), y.len(), "direct conv: residual size");
         }
-        let buf = &mut scratch[..self.buf_len];
-        self.fill(x, buf);
+        let buf = &mut scratch[..self.taps.buf_len];
+        self.taps.fill(x, buf);
         let buf: &[f32] = buf;
         let blocks = self.o.div_ceil(R);
         if t > 1 && blocks > 1 {
@@ -275,16 +338,16 @@ impl Packed {
     /// while that stretch of the image is in L1; the last chunk stores
     /// straight into `y`.
     fn blocks(&self, buf: &[f32], first: usize, y: &mut [f32], post: &Post) {
-        let k = self.offs.len();
-        let plane = self.g.oh * self.g.ow;
+        let k = self.taps.offs.len();
+        let plane = self.taps.g.oh * self.taps.g.ow;
         let channels = y.len() / plane;
         let blocks = channels.div_ceil(R);
-        let chunk = CHANNELS_PER_PASS * self.g.kh * self.g.kw;
+        let chunk = CHANNELS_PER_PASS * self.taps.g.kh * self.taps.g.kw;
         let mut acc = vec![0.0f32; if k > chunk { blocks * R * TILE } else { 0 }];
-        for t in 0..self.grid.tiles {
+        for t in 0..self.taps.grid.tiles {
             let start = t * TILE;
             for k0 in (0..k).step_by(chunk) {
-                let offs = &self.offs[k0..(k0 + chunk).min(k)];
+                let offs = &self.taps.offs[k0..(k0 + chunk).min(k)];
                 let last = k0 + chunk >= k;
                 for b in 0..blocks {
                     let w = &self.w[((first + b) * k + k0) * R..];
@@ -293,9 +356,9 @@ impl Packed {
                         y: y[b * R * plane..].as_mut_ptr(),
                         rows: (channels - b * R).min(R),
                         plane,
-                        oh: self.g.oh,
-                        ow: self.g.ow,
-                        wq: self.grid.wq,
+                        oh: self.taps.g.oh,
+                        ow: self.taps.g.ow,
+                        wq: self.taps.grid.wq,
                         q: start,
                         affine: post
                             .affine
@@ -325,29 +388,6 @@ impl Packed {
                             store.as_ref(),
                         )
                     };
-                }
-            }
-        }
-    }
-
-    /// The zero-padded image, split into `s * s` phase images for stride `s`.
-    fn fill(&self, x: &[f32], buf: &mut [f32]) {
-        buf.fill(0.0);
-        let (g, grid) = (&self.g, &self.grid);
-        let (s, plane, wq) = (grid.s, grid.plane(), grid.wq);
-        for ch in 0..g.c {
-            let src = &x[ch * g.h * g.w..(ch + 1) * g.h * g.w];
-            for (r, row) in src.chunks_exact(g.w).enumerate() {
-                let rr = r + g.pad;
-                if s == 1 {
-                    let at = ch * plane + rr * wq + g.pad;
-                    buf[at..at + g.w].copy_from_slice(row);
-                } else {
-                    for (col, v) in row.iter().enumerate() {
-                        let cc = col + g.pad;
-                        let phase = (rr % s) * s + cc % s;
-                        buf[(phase * g.c + ch) * plane + (rr / s) * wq + cc / s] = *v;
-                    }
                 }
             }
         }

@@ -23,6 +23,7 @@ mod batch_norm;
 mod conv;
 mod conv_affine;
 mod direct;
+mod direct_weight_grad;
 mod gemm;
 mod im2col;
 mod max_pool;
@@ -32,7 +33,10 @@ pub use adamw::{adamw_step, applies as adamw_applies, AdamWStep};
 pub use batch_norm::{
     applies as batch_norm_applies, batch_norm_eval, batch_norm_train, batch_stats, channel_stats,
 };
-pub use conv::{conv2d, conv_input_grad_op as conv_input_grad, ConvGeom};
+pub use conv::{
+    conv2d, conv_input_grad_op as conv_input_grad, conv_weight_grad_op as conv_weight_grad,
+    ConvGeom,
+};
 pub use conv_affine::{applies as conv_affine_applies, conv2d_affine};
 pub use direct::set_enabled as set_direct_enabled;
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
