@@ -10,8 +10,10 @@
 //! gradient is never computed. On AVX-512 CPUs the forward and the stride-1
 //! input gradient of 3x3/7x7 convolutions on maps at least 14 wide run the
 //! `direct` kernel instead (no patch matrix, no packing; `CXR_DIRECT=0` or
-//! [`set_direct_enabled`] turns it off). `adamw` is the optimizer's step as
-//! three in-place passes.
+//! [`set_direct_enabled`] turns it off), and their weight gradients with at
+//! least 64 positions per image `direct_weight_grad` (the same padded image,
+//! reduced over positions). `adamw` is the optimizer's step as three
+//! in-place passes.
 //!
 //! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
 //! half precision) goes to candle's ops, so the model code is the same
