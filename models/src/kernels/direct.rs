@@ -576,7 +576,7 @@ pub fn input_grad_as_forward(w: &[f32], o: usize, g: &ConvGeom) -> Option<(Vec<f
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels::im2col::im2col;
 
@@ -599,7 +599,8 @@ mod tests {
         y
     }
 
-    fn values(n: usize, seed: f32) -> Vec<f32> {
+    /// Deterministic test values in [-1, 1].
+    pub(crate) fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect()
     }
 

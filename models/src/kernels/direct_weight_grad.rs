@@ -248,6 +248,7 @@ unsafe fn avx512_tile(sp: &Span, offs: &[u32; WR], ob: usize, acc: *mut f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::direct::tests::values;
     use crate::kernels::im2col::im2col;
 
     /// `dW = dy * col(x)^T`, summed over images, the plain way.
@@ -266,10 +267,6 @@ mod tests {
             }
         }
         dw
-    }
-
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect()
     }
 
     fn kernels() -> Vec<(&'static str, TileFn)> {
