@@ -346,50 +346,48 @@ pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom)
         accumulate_run(0..n, &mut dw, threads());
         return finish(dw);
     }
-    let chunk = n.div_ceil(t);
+    finish(sum_over_runs(n, o * rows, |run, part| {
+        accumulate_run(run, part, 1)
+    }))
+}
+
+/// Splits images `0..n` into one contiguous run per thread; `run` adds its
+/// images into its own zeroed buffer of `len` values; returns their sum.
+fn sum_over_runs(
+    n: usize,
+    len: usize,
+    run: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let chunk = n.div_ceil(threads().min(n).max(1)).max(1);
     let partials: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
         .into_par_iter()
         .map(|p| {
-            let mut part = vec![0.0f32; o * rows];
-            accumulate_run(p * chunk..((p + 1) * chunk).min(n), &mut part, 1);
+            let mut part = vec![0.0f32; len];
+            run(p * chunk..((p + 1) * chunk).min(n), &mut part);
             part
         })
         .collect();
-    for part in &partials {
-        for (d, v) in dw.iter_mut().zip(part) {
+    let mut partials = partials.into_iter();
+    let mut sum = partials.next().unwrap_or_else(|| vec![0.0f32; len]);
+    for part in partials {
+        for (d, v) in sum.iter_mut().zip(&part) {
             *d += *v;
         }
     }
-    finish(dw)
+    sum
 }
 
 /// [`conv_weight_grad`] on the direct path: each thread adds a contiguous
 /// run of images into its own sum; the sums are added at the end.
 fn direct_weight_grad(wg: &WeightGrad, dy: &[f32], x: &[f32], n: usize) -> Vec<f32> {
     let (per_in, per_out) = (x.len() / n.max(1), dy.len() / n.max(1));
-    let run = |range: std::ops::Range<usize>| {
-        let mut sum = vec![0.0f32; wg.sum_len()];
-        let dys: Vec<&[f32]> = range
-            .clone()
-            .map(|i| &dy[i * per_out..][..per_out])
-            .collect();
-        let xs: Vec<&[f32]> = range.map(|i| &x[i * per_in..][..per_in]).collect();
+    let sum = sum_over_runs(n, wg.sum_len(), |run, sum| {
+        let dys: Vec<&[f32]> = run.clone().map(|i| &dy[i * per_out..][..per_out]).collect();
+        let xs: Vec<&[f32]> = run.map(|i| &x[i * per_in..][..per_in]).collect();
         with_scratch(wg.scratch_len(wg.images_per_pass()), |s| {
-            wg.add_images(&dys, &xs, &mut sum, s)
+            wg.add_images(&dys, &xs, sum, s)
         });
-        sum
-    };
-    let chunk = n.div_ceil(threads().min(n).max(1)).max(1);
-    let mut partials: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
-        .into_par_iter()
-        .map(|p| run(p * chunk..((p + 1) * chunk).min(n)))
-        .collect();
-    let mut sum = partials.pop().unwrap_or_else(|| vec![0.0f32; wg.sum_len()]);
-    for part in &partials {
-        for (d, v) in sum.iter_mut().zip(part) {
-            *d += *v;
-        }
-    }
+    });
     wg.finish(&sum)
 }
 
@@ -430,31 +428,14 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
         let (_, _, h, wd) = x.dims4()?;
         let (_, _, kh, kw) = w.dims4()?;
         let dx = if self.input_grad {
-            Some(dy.apply_op2_no_bwd(
-                &w.contiguous()?,
-                &ConvInputGrad {
-                    stride: self.stride,
-                    pad: self.pad,
-                    h,
-                    w: wd,
-                },
-            )?)
+            Some(conv_input_grad_op(dy, w, self.stride, self.pad, h, wd)?)
         } else {
             None
         };
-        let dw = dy.apply_op2_no_bwd(
-            &x.contiguous()?,
-            &ConvWeightGrad {
-                stride: self.stride,
-                pad: self.pad,
-                kh,
-                kw,
-            },
-        )?;
+        let dw = conv_weight_grad_op(dy, x, self.stride, self.pad, (kh, kw))?;
         Ok((dx, Some(dw)))
     }
 }
@@ -512,7 +493,8 @@ impl CustomOp2 for ConvInputGrad {
 }
 
 /// The weight gradient of the convolution of `x` with a `kh x kw` kernel
-/// for the output gradient `dy`, as one op (for benchmarks).
+/// for the output gradient `dy`, as [`conv2d`]'s backward computes it (CPU
+/// f32 only; exposed for benchmarks).
 pub fn conv_weight_grad_op(
     dy: &Tensor,
     x: &Tensor,
