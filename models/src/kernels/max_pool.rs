@@ -50,20 +50,63 @@ fn max_nan(a: f32, b: f32) -> f32 {
 }
 
 /// One plane forward: for each output row, the column-wise max of its (up to)
-/// three input rows, then the stride-2 max of three along that row.
+/// three input rows into `cm[1..=w]` (`cm` is `-inf` on both sides, so every
+/// window is three wide), then the stride-2 max of three along that row.
+/// Both loops are branch-free and vectorise.
 fn pool_plane(plane: &[f32], h: usize, w: usize, out: &mut [f32], cm: &mut [f32]) {
     let ow = out_len(w);
     for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
         let (y0, y1) = ((2 * oy).saturating_sub(1), (2 * oy + 2).min(h));
-        cm.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+        let inner = &mut cm[1..=w];
+        inner.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
         for iy in y0 + 1..y1 {
-            for (m, v) in cm.iter_mut().zip(&plane[iy * w..(iy + 1) * w]) {
+            for (m, v) in inner.iter_mut().zip(&plane[iy * w..(iy + 1) * w]) {
                 *m = max_nan(*m, *v);
             }
         }
+        // Output ox covers input columns 2ox-1..=2ox+1, that is cm[2ox..=2ox+2].
+        let cm = &cm[..2 * ow + 1];
         for (ox, o) in orow.iter_mut().enumerate() {
-            let (x0, x1) = ((2 * ox).saturating_sub(1), (2 * ox + 2).min(w));
-            *o = cm[x0 + 1..x1].iter().fold(cm[x0], |a, &b| max_nan(a, b));
+            let i = 2 * ox;
+            *o = max_nan(max_nan(cm[i], cm[i + 1]), cm[i + 2]);
+        }
+    }
+}
+
+/// One plane backward: each output's gradient goes to its window's first
+/// maximum. Windows inside the plane take a branch-free path (the max of the
+/// nine, then the last-to-first scan for it); the border ones [`argmax`].
+fn route_plane(plane: &[f32], h: usize, w: usize, g: &[f32], dplane: &mut [f32]) {
+    let (oh, ow) = (out_len(h), out_len(w));
+    for oy in 0..oh {
+        let inner_rows = oy >= 1 && 2 * oy + 1 < h;
+        for ox in 0..ow {
+            let gv = g[oy * ow + ox];
+            if inner_rows && ox >= 1 && 2 * ox + 1 < w {
+                let at = (2 * oy - 1) * w + 2 * ox - 1;
+                let win = [
+                    plane[at],
+                    plane[at + 1],
+                    plane[at + 2],
+                    plane[at + w],
+                    plane[at + w + 1],
+                    plane[at + w + 2],
+                    plane[at + 2 * w],
+                    plane[at + 2 * w + 1],
+                    plane[at + 2 * w + 2],
+                ];
+                let m = win.iter().skip(1).fold(win[0], |a, &b| max_nan(a, b));
+                let mut k = 8;
+                for (i, &v) in win.iter().enumerate().rev() {
+                    // NaN == NaN here: a NaN maximum is the first NaN.
+                    if v == m || (v.is_nan() && m.is_nan()) {
+                        k = i;
+                    }
+                }
+                dplane[at + (k / 3) * w + k % 3] += gv;
+            } else {
+                dplane[argmax(plane, h, w, oy, ox).0] += gv;
+            }
         }
     }
 }
@@ -90,7 +133,7 @@ impl CustomOp1 for MaxPool {
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
             .for_each_init(
-                || vec![0.0f32; w],
+                || vec![f32::NEG_INFINITY; 2 * ow + 1],
                 |cm, (out, plane)| pool_plane(plane, h, w, out, cm),
             );
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
@@ -126,13 +169,7 @@ impl CustomOp2 for MaxPoolGrad {
         let mut dx = vec![0.0f32; n * c * h * w];
         dx.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
-            .for_each(|(dplane, (plane, g))| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        dplane[argmax(plane, h, w, oy, ox).0] += g[oy * ow + ox];
-                    }
-                }
-            });
+            .for_each(|(dplane, (plane, g))| route_plane(plane, h, w, g, dplane));
         Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
     }
 }
@@ -223,6 +260,27 @@ mod tests {
         want[5] = 4.0; // window (1,1) starts at (1,1)
         assert_eq!(dz, want);
         Ok(())
+    }
+
+    /// The fast interior path routes exactly as the per-window [`argmax`], on
+    /// planes full of ties (few distinct values) and a few NaNs.
+    #[test]
+    fn routing_matches_the_argmax_rule_with_ties_and_nans() {
+        for &(h, w) in &[(5, 5), (8, 9), (12, 12), (3, 2)] {
+            let mut plane: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 5) as f32).collect();
+            plane[(h * w) / 2] = f32::NAN;
+            let (oh, ow) = (out_len(h), out_len(w));
+            let g: Vec<f32> = (0..oh * ow).map(|i| 1.0 + i as f32).collect();
+            let mut got = vec![0.0f32; h * w];
+            route_plane(&plane, h, w, &g, &mut got);
+            let mut want = vec![0.0f32; h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    want[argmax(&plane, h, w, oy, ox).0] += g[oy * ow + ox];
+                }
+            }
+            assert_eq!(got, want, "{h}x{w}");
+        }
     }
 
     /// The gradient is the adjoint of the forward's linearisation: <y, g> = <x, dx>
