@@ -7,6 +7,7 @@ use crate::resnet::{resnet_group, ResNet18Body, RESNET18_WIDTHS};
 use crate::xresnet::{xresnet_group, XResNet18Body};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,6 +90,8 @@ pub struct Network {
     params: ParamStore,
     pub(crate) body: Body,
     head: Head,
+    /// Set by [`Network::freeze`]: packed weights reused across predictions.
+    frozen: Option<Arc<crate::kernels::FrozenWeights>>,
 }
 
 impl Network {
@@ -125,7 +128,17 @@ impl Network {
             params: ps,
             body,
             head,
+            frozen: None,
         })
+    }
+
+    /// Promises that the weights no longer change (a model loaded to
+    /// predict): [`Network::predict_proba`] then packs each convolution's
+    /// weights for the CPU kernels once instead of on every call. Do not
+    /// train or load weights into a frozen network.
+    pub fn freeze(mut self) -> Self {
+        self.frozen = Some(Arc::new(crate::kernels::FrozenWeights::new()));
+        self
     }
 
     pub fn device(&self) -> &Device {
@@ -157,7 +170,11 @@ impl Network {
 
     /// Class probabilities in eval mode.
     pub fn predict_proba(&self, x: &Tensor) -> Result<Tensor> {
-        crate::kernels::inference(|| candle_nn::ops::softmax_last_dim(&self.forward_t(x, false)?))
+        let run = || candle_nn::ops::softmax_last_dim(&self.forward_t(x, false)?);
+        match &self.frozen {
+            Some(cache) => crate::kernels::inference_frozen(cache, run),
+            None => crate::kernels::inference(run),
+        }
     }
 
     /// The parameter group of a tensor name (0: stem/early body, 1: late body, 2: head).

@@ -31,7 +31,8 @@ impl Predictor {
             .validate()
             .map_err(|e| WeightsError::Format(e.to_string()))?;
         Ok(Self {
-            net,
+            // Its weights never change: pack them for the CPU kernels once.
+            net: net.freeze(),
             card,
             dir: dir.to_path_buf(),
         })

@@ -216,8 +216,9 @@ pub fn conv_forward_then(
 }
 
 /// `relu?(conv(x) * scale + shift + residual?)` per output channel: fused
-/// into the direct kernel's store when that path takes `g`, else `fallback`
-/// (the same map as an [`Epilogue`]) after each image's GEMM.
+/// into the direct kernel's store when that path takes `g` (with `packed`,
+/// the weights already packed for it, when they fit), else `fallback` (the
+/// same map as an [`Epilogue`]) after each image's GEMM.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward_affine(
     x: &[f32],
@@ -229,9 +230,18 @@ pub fn conv_forward_affine(
     residual: Option<&[f32]>,
     relu: bool,
     fallback: Epilogue<'_>,
+    packed: Option<&direct::Packed>,
 ) -> Vec<f32> {
-    let Some(packed) = direct::Packed::for_forward(w, o, g) else {
-        return conv_forward_then(x, w, n, o, g, fallback);
+    let owned;
+    let packed = match packed {
+        Some(p) if p.fits(o, g) => p,
+        _ => match direct::Packed::for_forward(w, o, g) {
+            Some(p) => {
+                owned = p;
+                &owned
+            }
+            None => return conv_forward_then(x, w, n, o, g, fallback),
+        },
     };
     let (per_in, per_out) = (g.c * g.h * g.w, o * g.cols());
     let mut out = vec![0.0f32; n * per_out];

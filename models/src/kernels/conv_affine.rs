@@ -8,16 +8,20 @@
 //! where nothing asks for gradients (Grad-CAM, which does, runs the plain ops).
 
 use super::conv::{conv_forward_affine, f32s, geom};
+use super::direct::Packed;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::sync::Arc;
 
 /// The per-channel map after the convolution.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Affine {
     stride: usize,
     pad: usize,
     scale: Vec<f32>,
     shift: Vec<f32>,
     relu: bool,
+    /// The weights packed for the direct kernel, from a frozen model's cache.
+    packed: Option<Arc<Packed>>,
 }
 
 /// Whether the fused op can run for `x` and `w` (f32 on the CPU, kernels on).
@@ -45,12 +49,16 @@ pub fn conv2d_affine(
             shift.len()
         )
     }
+    let (_, c, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let packed = super::frozen::packed_forward(w, &geom((c, h, wd), (kh, kw), stride, pad)?)?;
     let op = Affine {
         stride,
         pad,
         scale,
         shift,
         relu,
+        packed,
     };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match residual {
@@ -118,6 +126,7 @@ impl Affine {
             r,
             self.relu,
             &epilogue,
+            self.packed.as_deref(),
         );
         Ok((CpuStorage::F32(y), shape))
     }

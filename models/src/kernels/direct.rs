@@ -299,6 +299,11 @@ impl Packed {
         }
     }
 
+    /// Whether these are the packed weights of an `o`-channel convolution `g`.
+    pub(crate) fn fits(&self, o: usize, g: &ConvGeom) -> bool {
+        self.o == o && self.taps.g == *g
+    }
+
     /// Scratch values one image needs.
     pub fn scratch_len(&self) -> usize {
         self.taps.buf_len

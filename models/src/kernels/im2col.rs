@@ -7,7 +7,7 @@
 
 /// The shape of one convolution: input `c x h x w`, kernel `kh x kw`, square
 /// stride and padding, output `oh x ow` (PyTorch's floor rule, dilation 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvGeom {
     pub c: usize,
     pub h: usize,

@@ -26,6 +26,7 @@ mod conv;
 mod conv_affine;
 mod direct;
 mod direct_weight_grad;
+mod frozen;
 mod gemm;
 mod im2col;
 mod max_pool;
@@ -41,6 +42,7 @@ pub use conv::{
 };
 pub use conv_affine::{applies as conv_affine_applies, conv2d_affine};
 pub use direct::set_enabled as set_direct_enabled;
+pub use frozen::{inference_frozen, FrozenWeights};
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
 
 use candle_core::backend::BackendStorage;

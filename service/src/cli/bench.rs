@@ -26,6 +26,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .check_device(&a.device)
         .map_err(anyhow::Error::msg)?;
     let net = Network::new(NetConfig::standard(a.arch, 2), &a.device, 0)?;
+    // Inference predicts with fixed weights, as the server does.
+    let net = if a.train { net } else { net.freeze() };
     // Master weights stay f32; the layers cast them to the activations' dtype.
     let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.size, a.size), &a.device)?
         .to_dtype(a.precision.dtype())?;
