@@ -215,34 +215,56 @@ impl TapLayout {
 
     /// The zero-padded image, split into `s * s` phase images for stride `s`.
     pub(crate) fn fill(&self, x: &[f32], buf: &mut [f32]) {
-        buf.fill(0.0);
         let (g, grid) = (&self.g, &self.grid);
         let (s, plane, wq) = (grid.s, grid.plane(), grid.wq);
+        if s == 1 {
+            return self.fill_stride_1(x, buf);
+        }
+        buf.fill(0.0);
         for ch in 0..g.c {
             let src = &x[ch * g.h * g.w..(ch + 1) * g.h * g.w];
             for (r, row) in src.chunks_exact(g.w).enumerate() {
                 let rr = r + g.pad;
-                if s == 1 {
-                    let at = ch * plane + rr * wq + g.pad;
-                    buf[at..at + g.w].copy_from_slice(row);
-                } else {
-                    // Padded column `cc = col + pad` goes to phase column
-                    // `cc % s` at `cc / s`: a de-interleave of the row.
-                    let at = (rr / s) * wq;
-                    for ph in 0..s {
-                        // The first column of the row that lands in phase `ph`.
-                        let first = (ph + s - g.pad % s) % s;
-                        let phase = (rr % s) * s + ph;
-                        let dst = &mut buf[(phase * g.c + ch) * plane + at..];
-                        let start = (first + g.pad) / s;
-                        for (d, v) in dst[start..]
-                            .iter_mut()
-                            .zip(row.iter().skip(first).step_by(s))
-                        {
-                            *d = *v;
-                        }
+                // Padded column `cc = col + pad` goes to phase column
+                // `cc % s` at `cc / s`: a de-interleave of the row.
+                let at = (rr / s) * wq;
+                for ph in 0..s {
+                    // The first column of the row that lands in phase `ph`.
+                    let first = (ph + s - g.pad % s) % s;
+                    let phase = (rr % s) * s + ph;
+                    let dst = &mut buf[(phase * g.c + ch) * plane + at..];
+                    let start = (first + g.pad) / s;
+                    for (d, v) in dst[start..]
+                        .iter_mut()
+                        .zip(row.iter().skip(first).step_by(s))
+                    {
+                        *d = *v;
                     }
                 }
+            }
+        }
+    }
+
+    /// [`TapLayout::fill`] for stride 1, writing each value once: the image
+    /// rows, the padding around them and the tail past the last plane (read
+    /// by the grid's dropped positions, so it must hold zeros, not garbage).
+    fn fill_stride_1(&self, x: &[f32], buf: &mut [f32]) {
+        let (g, wq) = (&self.g, self.grid.wq);
+        let (p, plane) = (g.pad, self.grid.plane());
+        let (planes, tail) = buf.split_at_mut(g.c * plane);
+        tail.fill(0.0);
+        for (dst, src) in planes
+            .chunks_exact_mut(plane)
+            .zip(x.chunks_exact(g.h * g.w))
+        {
+            let (top, rest) = dst.split_at_mut(p * wq);
+            top.fill(0.0);
+            let (body, bottom) = rest.split_at_mut(g.h * wq);
+            bottom.fill(0.0);
+            for (row, xs) in body.chunks_exact_mut(wq).zip(src.chunks_exact(g.w)) {
+                row[..p].fill(0.0);
+                row[p..p + g.w].copy_from_slice(xs);
+                row[p + g.w..].fill(0.0);
             }
         }
     }
@@ -675,6 +697,29 @@ pub(crate) mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The stride-1 fill writes every value of the buffer: the image where it
+    /// belongs and zeros everywhere else (padding and tail), over garbage.
+    #[test]
+    fn stride_1_fill_overwrites_the_whole_buffer() {
+        for &(c, h, wd, k, p) in &[(3, 7, 9, 3, 1), (2, 5, 5, 5, 2), (4, 6, 3, 3, 0)] {
+            let g = ConvGeom::new(c, h, wd, k, k, 1, p).unwrap();
+            let taps = TapLayout::new(&g);
+            let x = values(c * h * wd, 9.0);
+            let mut buf = vec![f32::NAN; taps.buf_len];
+            taps.fill(&x, &mut buf);
+            let (hq, wq) = (h + 2 * p, wd + 2 * p);
+            let mut want = vec![0.0f32; taps.buf_len];
+            for ch in 0..c {
+                for r in 0..h {
+                    for col in 0..wd {
+                        want[(ch * hq + r + p) * wq + col + p] = x[(ch * h + r) * wd + col];
+                    }
+                }
+            }
+            assert_eq!(buf, want, "{:?}", (c, h, wd, k, p));
         }
     }
 
