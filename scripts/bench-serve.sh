@@ -9,7 +9,7 @@
 # Prints one JSON line per phase, tagged with the mode.
 #
 # Environment: DURATION_S (30), PORT (18181), CXR_DATA (../shared/data/chest-xray-mini),
-#   BENCH_HOME (target/bench-serve), MAX_BATCH (16), MAX_WAIT_MS (5), MODES ("batched unbatched"),
+#   BENCH_HOME (target/bench-serve), MAX_BATCH (4, the server default), MAX_WAIT_MS (5), MODES ("batched unbatched"),
 #   and load_test.sh's own (WARMUP_S, CONCURRENCIES, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ DURATION_S=${1:-${DURATION_S:-30}}
 PORT=${PORT:-18181}
 DATA=${CXR_DATA:-../shared/data/chest-xray-mini}
 BENCH_HOME=${BENCH_HOME:-target/bench-serve}
-MAX_BATCH=${MAX_BATCH:-16}
+MAX_BATCH=${MAX_BATCH:-4}
 MAX_WAIT_MS=${MAX_WAIT_MS:-5}
 MODES=${MODES:-"batched unbatched"}
 LOAD_TEST=../shared/bench/load_test.sh

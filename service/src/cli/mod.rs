@@ -118,8 +118,11 @@ pub struct ServeArgs {
     /// The web page's folder (default: service/web).
     #[arg(long, env = "CXR_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
-    /// Largest inference batch (1 = dynamic batching off).
-    #[arg(long, env = "CXR_MAX_BATCH", default_value_t = 16)]
+    /// Largest inference batch (1 = dynamic batching off). The CPU kernels
+    /// split a batch by image, so 4 already keeps both cores busy; at 224 px
+    /// a batch of 16 took the server past 400 MB under load, 4 stays near
+    /// 265 MB (scripts/bench-serve.sh, concurrency 32).
+    #[arg(long, env = "CXR_MAX_BATCH", default_value_t = 4)]
     pub max_batch: usize,
     /// Longest wait for a batch to fill, in milliseconds (only while requests
     /// arrive together; a lone request runs at once).
