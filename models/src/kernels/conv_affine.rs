@@ -49,9 +49,7 @@ pub fn conv2d_affine(
             shift.len()
         )
     }
-    let (_, c, h, wd) = x.dims4()?;
-    let (_, _, kh, kw) = w.dims4()?;
-    let packed = super::frozen::packed_forward(w, &geom((c, h, wd), (kh, kw), stride, pad)?)?;
+    let packed = super::frozen::packed_forward(x, w, stride, pad)?;
     let op = Affine {
         stride,
         pad,

@@ -78,7 +78,8 @@ pub(crate) fn lays_out(g: &ConvGeom) -> bool {
 /// whole register tile waste too much; the GEMM paths take those maps.
 const MIN_WIDTH: usize = 14;
 
-fn avx512() -> bool {
+/// Whether this CPU has AVX-512F (the direct kernels' fast tiles).
+pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f")

@@ -174,7 +174,7 @@ fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
 
 fn best_kernel() -> TileFn {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
+    if super::direct::avx512() {
         return avx512_tile;
     }
     portable_tile
@@ -272,7 +272,7 @@ mod tests {
     fn kernels() -> Vec<(&'static str, TileFn)> {
         let mut k: Vec<(&'static str, TileFn)> = vec![("portable", portable_tile)];
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
+        if super::direct::avx512() {
             k.push(("avx512", avx512_tile));
         } else {
             eprintln!("direct weight grad: no AVX-512 here, only the portable kernel is checked");

@@ -9,6 +9,7 @@
 //! inside [`inference_frozen`], which the caller runs only for weights that
 //! are fixed for the cache's lifetime.
 
+use super::conv::geom;
 use super::direct::Packed;
 use super::im2col::ConvGeom;
 use candle_core::{Result, Tensor, TensorId};
@@ -56,26 +57,31 @@ pub fn inference_frozen<R>(cache: &Arc<FrozenWeights>, f: impl FnOnce() -> R) ->
     super::inference(f)
 }
 
-/// The packed direct forward of weight `w` for geometry `g`, from this
-/// thread's frozen-weights cache; `None` outside [`inference_frozen`] or when
-/// the direct kernel does not take `g`.
-pub(crate) fn packed_forward(w: &Tensor, g: &ConvGeom) -> Result<Option<Arc<Packed>>> {
+/// The packed direct forward of weight `w` over input `x` (`stride`, `pad`),
+/// from this thread's frozen-weights cache; `None` outside
+/// [`inference_frozen`] or when the direct kernel does not take the
+/// convolution.
+pub(crate) fn packed_forward(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Option<Arc<Packed>>> {
     let Some(cache) = FROZEN.with(|c| c.borrow().clone()) else {
         return Ok(None);
     };
-    if !super::direct::applies(g) {
+    let ((_, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
+    let g = geom((c, h, wd), (kh, kw), stride, pad)?;
+    if !super::direct::applies(&g) {
         return Ok(None);
     }
-    let key = (w.id(), *g);
+    let key = (w.id(), g);
     if let Some(p) = cache.packed.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(Some(p));
     }
     let o = w.dim(0)?;
     let values = w.flatten_all()?.to_vec1::<f32>()?;
-    let Some(p) = Packed::for_forward(&values, o, g) else {
-        return Ok(None);
-    };
-    let p = Arc::new(p);
+    let p = Arc::new(Packed::new(&values, o, &g));
     if let Ok(mut m) = cache.packed.lock() {
         m.insert(key, p.clone());
     }
