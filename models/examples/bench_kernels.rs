@@ -89,6 +89,7 @@ fn main() -> Result<()> {
         "conv path (ms, min of {iters} interleaved): direct vs GEMM, forward, input gradient and weight gradient"
     );
     kernels::set_enabled(true);
+    kernels::set_winograd_enabled(false);
     for (name, ci, co, k, st, p, hw) in convs {
         let x = Tensor::randn(0f32, 1.0, (n, ci, hw, hw), &dev)?;
         let w = Tensor::randn(0f32, 0.1, (co, ci, k, k), &dev)?;
@@ -121,6 +122,41 @@ fn main() -> Result<()> {
             best[4],
             best[5],
             best[5] / best[4]
+        );
+    }
+    kernels::set_winograd_enabled(true);
+    println!(
+        "3x3 stride-1 (ms, min of {iters} interleaved): Winograd vs without it, forward and input gradient"
+    );
+    for (name, ci, co, k, st, p, hw) in convs {
+        if (k, st) != (3, 1) {
+            continue;
+        }
+        let x = Tensor::randn(0f32, 1.0, (n, ci, hw, hw), &dev)?;
+        let w = Tensor::randn(0f32, 0.1, (co, ci, k, k), &dev)?;
+        let dy = kernels::conv2d(&x, &w, st, p, false)?;
+        let mut best = [f64::MAX; 4];
+        for _ in 0..iters {
+            for (i, on) in [true, false].into_iter().enumerate() {
+                kernels::set_winograd_enabled(on);
+                let s = Instant::now();
+                kernels::conv2d(&x, &w, st, p, false)?;
+                best[i] = best[i].min(s.elapsed().as_secs_f64() * 1e3);
+                let s = Instant::now();
+                kernels::conv_input_grad(&dy, &w, st, p, hw, hw)?;
+                best[2 + i] = best[2 + i].min(s.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        kernels::set_winograd_enabled(true);
+        println!(
+            "{:<20}{:>12.2}{:>12.2}{:>8.2}{:>14.2}{:>14.2}{:>8.2}",
+            name,
+            best[0],
+            best[1],
+            best[1] / best[0],
+            best[2],
+            best[3],
+            best[3] / best[2]
         );
     }
     for (name, c, hw) in [

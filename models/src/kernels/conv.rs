@@ -6,7 +6,8 @@ use super::direct_weight_grad::WeightGrad;
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
 use super::im2col::{col2im, col2im_at, im2col, im2col_at, im2col_par};
-use super::{direct, taps};
+use super::prepared::Prepared;
+use super::{direct, taps, winograd};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -44,7 +45,7 @@ thread_local! {
 /// Runs `f` with this thread's scratch buffer of at least `len` values (not
 /// zeroed). The buffer is taken out while in use, so a re-entrant call (rayon
 /// work stealing) gets a fresh one instead of a borrow panic.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -83,7 +84,7 @@ pub(super) fn geom(
 /// Runs `f(image index, output chunk)` over `n` images: in parallel over
 /// images (one-thread GEMMs) when there are several, else one image with a
 /// parallel GEMM.
-fn per_image(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], usize) + Sync) {
+pub(super) fn per_image(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], usize) + Sync) {
     if n == 0 {
         return;
     }
@@ -185,16 +186,18 @@ pub fn conv_forward_then(
         }
         return out;
     }
-    let wm = MatRef::new(w, o, rows);
     let mut out = vec![0.0f32; n * o * cols];
-    let packed = direct::Packed::for_forward(w, o, g);
+    if let Some(p) = Prepared::for_forward(w, o, g) {
+        p.forward(x, n, g, &mut out, &direct::Post::default());
+        for (i, y) in out.chunks_mut(o * cols).enumerate() {
+            epilogue(i, y);
+        }
+        return out;
+    }
+    let wm = MatRef::new(w, o, rows);
     per_image(&mut out, n, |i, y, t| {
         let xi = &x[i * per_in..(i + 1) * per_in];
-        if let Some(p) = &packed {
-            with_scratch(p.scratch_len(), |s| {
-                p.forward(xi, y, s, t, &direct::Post::default())
-            });
-        } else if g.is_pointwise() {
+        if g.is_pointwise() {
             sgemm(y, wm, MatRef::new(xi, rows, cols), false, t);
         } else if taps::applies(g) {
             with_scratch(taps::scratch_len(g, o), |s| {
@@ -216,9 +219,9 @@ pub fn conv_forward_then(
 }
 
 /// `relu?(conv(x) * scale + shift + residual?)` per output channel: fused
-/// into the direct kernel's store when that path takes `g` (with `packed`,
-/// the weights already packed for it, when they fit), else `fallback` (the
-/// same map as an [`Epilogue`]) after each image's GEMM.
+/// into the Winograd or direct kernel's store when one of them takes `g`
+/// (with `prepared`, the weights already prepared for it, when they fit),
+/// else `fallback` (the same map as an [`Epilogue`]) after each image's GEMM.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward_affine(
     x: &[f32],
@@ -230,12 +233,12 @@ pub fn conv_forward_affine(
     residual: Option<&[f32]>,
     relu: bool,
     fallback: Epilogue<'_>,
-    packed: Option<&direct::Packed>,
+    prepared: Option<&Prepared>,
 ) -> Vec<f32> {
     let owned;
-    let packed = match packed {
+    let prepared = match prepared {
         Some(p) if p.fits(o, g) => p,
-        _ => match direct::Packed::for_forward(w, o, g) {
+        _ => match Prepared::for_forward(w, o, g) {
             Some(p) => {
                 owned = p;
                 &owned
@@ -243,17 +246,13 @@ pub fn conv_forward_affine(
             None => return conv_forward_then(x, w, n, o, g, fallback),
         },
     };
-    let (per_in, per_out) = (g.c * g.h * g.w, o * g.cols());
-    let mut out = vec![0.0f32; n * per_out];
-    per_image(&mut out, n, |i, y, t| {
-        let post = direct::Post {
-            affine: Some(affine),
-            residual: residual.map(|r| &r[i * per_out..(i + 1) * per_out]),
-            relu,
-        };
-        let xi = &x[i * per_in..(i + 1) * per_in];
-        with_scratch(packed.scratch_len(), |s| packed.forward(xi, y, s, t, &post));
-    });
+    let mut out = vec![0.0f32; n * o * g.cols()];
+    let post = direct::Post {
+        affine: Some(affine),
+        residual,
+        relu,
+    };
+    prepared.forward(x, n, g, &mut out, &post);
     out
 }
 
@@ -271,6 +270,10 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
                 col2im_at(dcol, g, dxi, n * cols, i * cols);
             }
         });
+        return dx;
+    }
+    if let Some((wg, gt)) = winograd::Weights::for_input_grad(w, o, g) {
+        wg.forward(dy, n, &gt, &mut dx, &direct::Post::default());
         return dx;
     }
     let packed = direct::Packed::for_input_grad(w, o, g);
@@ -584,6 +587,9 @@ mod tests {
             (2, 3, 11, 13, 4, 5, 1, 2),
             (2, 3, 12, 10, 4, 3, 1, 0),
             (3, 7, 8, 9, 6, 3, 1, 1),
+            // Winograd F(4x4, 3x3) on AVX-512 (3x3, stride 1, sides >= 14).
+            (2, 5, 14, 15, 6, 3, 1, 1),
+            (1, 9, 30, 28, 17, 3, 1, 1),
         ];
         for (i, &(n, c, h, w, o, k, s, p)) in cases.iter().enumerate() {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?)?;

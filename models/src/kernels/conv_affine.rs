@@ -8,7 +8,7 @@
 //! where nothing asks for gradients (Grad-CAM, which does, runs the plain ops).
 
 use super::conv::{conv_forward_affine, f32s, geom};
-use super::direct::Packed;
+use super::prepared::Prepared;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -20,8 +20,9 @@ struct Affine {
     scale: Vec<f32>,
     shift: Vec<f32>,
     relu: bool,
-    /// The weights packed for the direct kernel, from a frozen model's cache.
-    packed: Option<Arc<Packed>>,
+    /// The weights prepared for the Winograd or direct kernel, from a frozen
+    /// model's cache.
+    packed: Option<Arc<Prepared>>,
 }
 
 /// Whether the fused op can run for `x` and `w` (f32 on the CPU, kernels on).

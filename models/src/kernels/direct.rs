@@ -15,15 +15,15 @@
 //! version of the same loop backs it in tests and on other CPUs' test runs.
 
 use super::im2col::ConvGeom;
+use super::Switch;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Output channels per register tile.
-const R: usize = 8;
+pub(crate) const R: usize = 8;
 /// 16-wide vectors of grid positions per register tile.
 const V: usize = 3;
 /// Grid positions per register tile.
-const TILE: usize = 16 * V;
+pub(crate) const TILE: usize = 16 * V;
 /// Input channels whose taps one register tile takes through every
 /// output-channel block before the next ones (their stretch of the image
 /// then stays in L1; the tile's sums are stored and reloaded between chunks).
@@ -42,26 +42,17 @@ pub fn applies(g: &ConvGeom) -> bool {
     avx512() && suits(g) && enabled()
 }
 
-/// 0 = not decided yet, 1 = on, 2 = off.
-static MODE: AtomicU8 = AtomicU8::new(0);
+static SWITCH: Switch = Switch::new("CXR_DIRECT");
 
 /// Whether the direct path may run (default: yes, unless `CXR_DIRECT=0`).
 fn enabled() -> bool {
-    match MODE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = std::env::var("CXR_DIRECT").as_deref() != Ok("0");
-            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-    }
+    SWITCH.on()
 }
 
 /// Turns the direct convolution on or off (the GEMM paths take over), for
 /// side-by-side benchmarks.
 pub fn set_enabled(on: bool) {
-    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    SWITCH.set(on);
 }
 
 fn suits(g: &ConvGeom) -> bool {
@@ -93,7 +84,7 @@ pub(crate) fn avx512() -> bool {
 /// A register-tile kernel: `acc[r * TILE + j] (+)= sum_k w[k * R + r] * x[offs[k] + j]`,
 /// starting from `acc` when the flag says so (`acc` holds `R * TILE` values);
 /// with a [`Store`], the sums go to the output instead of back to `acc`.
-type TileFn = unsafe fn(*const f32, &[u32], *const f32, *mut f32, bool, Option<&Store>);
+pub(crate) type TileFn = unsafe fn(*const f32, &[u32], *const f32, *mut f32, bool, Option<&Store>);
 
 /// What follows the convolution on each output value, fused into the
 /// kernel's store: `relu?(y * scale + shift + residual?)` per channel.
@@ -422,7 +413,7 @@ impl Packed {
     }
 }
 
-fn best_kernel() -> TileFn {
+pub(crate) fn best_kernel() -> TileFn {
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         return avx512_tile;
@@ -608,7 +599,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::kernels::im2col::im2col;
 
-    fn reference(x: &[f32], w: &[f32], o: usize, g: &ConvGeom) -> Vec<f32> {
+    pub(crate) fn reference(x: &[f32], w: &[f32], o: usize, g: &ConvGeom) -> Vec<f32> {
         let (rows, cols) = (g.rows(), g.cols());
         let mut col = vec![0.0; rows * cols];
         im2col(x, g, &mut col);
@@ -632,7 +623,7 @@ pub(crate) mod tests {
         (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect()
     }
 
-    fn kernels() -> Vec<(&'static str, TileFn)> {
+    pub(crate) fn kernels() -> Vec<(&'static str, TileFn)> {
         let mut k: Vec<(&'static str, TileFn)> = vec![("portable", portable_tile)];
         #[cfg(target_arch = "x86_64")]
         if avx512() {

@@ -1,6 +1,6 @@
-//! Convolution weights packed once for a model whose weights no longer
-//! change (a loaded model that only predicts): the direct kernel's packed
-//! weights are kept per weight tensor and geometry, so a forward pass does
+//! Convolution weights prepared once for a model whose weights no longer
+//! change (a loaded model that only predicts): the Winograd or direct kernel's
+//! prepared weights are kept per weight tensor and geometry, so a forward pass does
 //! not repack them on every call (at batch 1 that packing and its fresh
 //! buffers were ~8 % of a ResNet18 forward).
 //!
@@ -10,8 +10,8 @@
 //! are fixed for the cache's lifetime.
 
 use super::conv::geom;
-use super::direct::Packed;
 use super::im2col::ConvGeom;
+use super::prepared::Prepared;
 use candle_core::{Result, Tensor, TensorId};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 /// Packed weights of one frozen model; drop it with the model.
 #[derive(Default)]
 pub struct FrozenWeights {
-    packed: Mutex<HashMap<(TensorId, ConvGeom), Arc<Packed>>>,
+    packed: Mutex<HashMap<(TensorId, ConvGeom), Arc<Prepared>>>,
 }
 
 impl FrozenWeights {
@@ -66,13 +66,13 @@ pub(crate) fn packed_forward(
     w: &Tensor,
     stride: usize,
     pad: usize,
-) -> Result<Option<Arc<Packed>>> {
+) -> Result<Option<Arc<Prepared>>> {
     let Some(cache) = FROZEN.with(|c| c.borrow().clone()) else {
         return Ok(None);
     };
     let ((_, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
     let g = geom((c, h, wd), (kh, kw), stride, pad)?;
-    if !super::direct::applies(&g) {
+    if !Prepared::applies(&g) {
         return Ok(None);
     }
     let key = (w.id(), g);
@@ -81,7 +81,9 @@ pub(crate) fn packed_forward(
     }
     let o = w.dim(0)?;
     let values = w.flatten_all()?.to_vec1::<f32>()?;
-    let p = Arc::new(Packed::new(&values, o, &g));
+    let Some(p) = Prepared::for_forward(&values, o, &g).map(Arc::new) else {
+        return Ok(None);
+    };
     if let Ok(mut m) = cache.packed.lock() {
         m.insert(key, p.clone());
     }
@@ -112,7 +114,7 @@ mod tests {
             assert_eq!(got, want);
         }
         let g = ConvGeom::new(16, 20, 20, 3, 3, 1, 1).expect("geometry");
-        let expected = usize::from(super::super::direct::applies(&g));
+        let expected = usize::from(Prepared::applies(&g));
         assert_eq!(
             cache.len(),
             expected,

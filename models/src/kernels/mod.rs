@@ -30,7 +30,9 @@ mod frozen;
 mod gemm;
 mod im2col;
 mod max_pool;
+mod prepared;
 mod taps;
+mod winograd;
 
 pub use adamw::{adamw_step, applies as adamw_applies, AdamWStep};
 pub use batch_norm::{
@@ -44,6 +46,7 @@ pub use conv_affine::{applies as conv_affine_applies, conv2d_affine};
 pub use direct::set_enabled as set_direct_enabled;
 pub use frozen::{inference_frozen, FrozenWeights};
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
+pub use winograd::set_enabled as set_winograd_enabled;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
@@ -96,6 +99,39 @@ pub fn enabled() -> bool {
 /// Turns cxr's CPU kernels on or off for the whole process.
 pub fn set_enabled(on: bool) {
     MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// A kernel path's on/off switch: on unless its environment variable is
+/// `0` (read once), or as last [`Switch::set`].
+pub(crate) struct Switch {
+    var: &'static str,
+    /// 0 = not decided yet, 1 = on, 2 = off.
+    mode: AtomicU8,
+}
+
+impl Switch {
+    pub(crate) const fn new(var: &'static str) -> Self {
+        Self {
+            var,
+            mode: AtomicU8::new(0),
+        }
+    }
+
+    pub(crate) fn on(&self) -> bool {
+        match self.mode.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let on = std::env::var(self.var).as_deref() != Ok("0");
+                self.set(on);
+                on
+            }
+        }
+    }
+
+    pub(crate) fn set(&self, on: bool) {
+        self.mode.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    }
 }
 
 thread_local! {
