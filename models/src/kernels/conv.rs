@@ -187,7 +187,7 @@ pub fn conv_forward_then(
         return out;
     }
     let mut out = vec![0.0f32; n * o * cols];
-    if let Some(p) = Prepared::for_forward(w, o, g) {
+    if let Some(p) = Prepared::for_forward(w, o, g, n) {
         p.forward(x, n, g, &mut out, &direct::Post::default());
         for (i, y) in out.chunks_mut(o * cols).enumerate() {
             epilogue(i, y);
@@ -237,8 +237,8 @@ pub fn conv_forward_affine(
 ) -> Vec<f32> {
     let owned;
     let prepared = match prepared {
-        Some(p) if p.fits(o, g) => p,
-        _ => match Prepared::for_forward(w, o, g) {
+        Some(p) if p.fits(o, g, n) => p,
+        _ => match Prepared::for_forward(w, o, g, n) {
             Some(p) => {
                 owned = p;
                 &owned
@@ -272,7 +272,7 @@ pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) 
         });
         return dx;
     }
-    if let Some((wg, gt)) = winograd::Weights::for_input_grad(w, o, g) {
+    if let Some((wg, gt)) = winograd::Weights::for_input_grad(w, o, g, n) {
         wg.forward(dy, n, &gt, &mut dx, &direct::Post::default());
         return dx;
     }
@@ -587,8 +587,9 @@ mod tests {
             (2, 3, 11, 13, 4, 5, 1, 2),
             (2, 3, 12, 10, 4, 3, 1, 0),
             (3, 7, 8, 9, 6, 3, 1, 1),
-            // Winograd F(4x4, 3x3) on AVX-512 (3x3, stride 1, sides >= 14).
-            (2, 5, 14, 15, 6, 3, 1, 1),
+            // Winograd F(4x4, 3x3) on AVX-512 (3x3, stride 1, sides >= 14,
+            // at least 48 tiles of 4x4 in the batch).
+            (3, 5, 14, 15, 6, 3, 1, 1),
             (1, 9, 30, 28, 17, 3, 1, 1),
         ];
         for (i, &(n, c, h, w, o, k, s, p)) in cases.iter().enumerate() {

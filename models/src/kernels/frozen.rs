@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 /// Packed weights of one frozen model; drop it with the model.
 #[derive(Default)]
 pub struct FrozenWeights {
-    packed: Mutex<HashMap<(TensorId, ConvGeom), Arc<Prepared>>>,
+    /// Keyed by weight, geometry and whether the weights are Winograd's (a
+    /// batch size can change which kernel takes the geometry).
+    packed: Mutex<HashMap<(TensorId, ConvGeom, bool), Arc<Prepared>>>,
 }
 
 impl FrozenWeights {
@@ -70,18 +72,18 @@ pub(crate) fn packed_forward(
     let Some(cache) = FROZEN.with(|c| c.borrow().clone()) else {
         return Ok(None);
     };
-    let ((_, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
+    let ((n, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
     let g = geom((c, h, wd), (kh, kw), stride, pad)?;
-    if !Prepared::applies(&g) {
+    let Some(winograd) = Prepared::applies(&g, n) else {
         return Ok(None);
-    }
-    let key = (w.id(), g);
+    };
+    let key = (w.id(), g, winograd);
     if let Some(p) = cache.packed.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(Some(p));
     }
     let o = w.dim(0)?;
     let values = w.flatten_all()?.to_vec1::<f32>()?;
-    let Some(p) = Prepared::for_forward(&values, o, &g).map(Arc::new) else {
+    let Some(p) = Prepared::for_forward(&values, o, &g, n).map(Arc::new) else {
         return Ok(None);
     };
     if let Ok(mut m) = cache.packed.lock() {
@@ -114,7 +116,7 @@ mod tests {
             assert_eq!(got, want);
         }
         let g = ConvGeom::new(16, 20, 20, 3, 3, 1, 1).expect("geometry");
-        let expected = usize::from(Prepared::applies(&g));
+        let expected = usize::from(Prepared::applies(&g, 2).is_some());
         assert_eq!(
             cache.len(),
             expected,

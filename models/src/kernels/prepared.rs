@@ -14,26 +14,31 @@ pub enum Prepared {
 }
 
 impl Prepared {
-    /// Whether one of these kernels takes the forward of `g`.
-    pub fn applies(g: &ConvGeom) -> bool {
-        winograd::applies(g) || direct::applies(g)
+    /// Whether one of these kernels takes the forward of `g` over `n`
+    /// images, and whether that is Winograd's.
+    pub fn applies(g: &ConvGeom, n: usize) -> Option<bool> {
+        if winograd::applies(g, n) {
+            Some(true)
+        } else {
+            direct::applies(g).then_some(false)
+        }
     }
 
     /// `w` (`o x c x kh x kw`) prepared for the forward of `g`, when
     /// [`Prepared::applies`].
-    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom) -> Option<Self> {
-        if winograd::applies(g) {
+    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom, n: usize) -> Option<Self> {
+        if winograd::applies(g, n) {
             return Some(Self::Winograd(winograd::Weights::new(w, o, g.c)));
         }
         direct::Packed::for_forward(w, o, g).map(Self::Direct)
     }
 
     /// Whether these are the prepared weights of an `o`-channel convolution
-    /// `g`, for the kernel that takes `g` now.
-    pub fn fits(&self, o: usize, g: &ConvGeom) -> bool {
+    /// `g`, for the kernel that takes `g` over `n` images now.
+    pub fn fits(&self, o: usize, g: &ConvGeom, n: usize) -> bool {
         match self {
-            Self::Winograd(wg) => winograd::applies(g) && wg.fits(o, g.c),
-            Self::Direct(p) => !winograd::applies(g) && p.fits(o, g),
+            Self::Winograd(wg) => winograd::applies(g, n) && wg.fits(o, g.c),
+            Self::Direct(p) => !winograd::applies(g, n) && p.fits(o, g),
         }
     }
 
