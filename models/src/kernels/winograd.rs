@@ -381,14 +381,18 @@ impl Tiles {
                 continue;
             };
             for (q, phase) in row.chunks_exact_mut(self.wq).enumerate() {
-                for (k, d) in phase.iter_mut().enumerate() {
-                    // Padded column M k + q is input column M k + q - 1.
-                    *d = (M * k + q)
-                        .checked_sub(1)
-                        .and_then(|xx| line.get(xx))
-                        .copied()
-                        .unwrap_or(0.0);
+                // Padded column M k + q is input column M k + q - 1: k from
+                // `first` on reads the line from `start`, every M-th value.
+                let (first, start) = if q == 0 { (1, M - 1) } else { (0, q - 1) };
+                let count = (self.w.saturating_sub(start)).div_ceil(M);
+                phase[..first].fill(0.0);
+                for (d, v) in phase[first..first + count]
+                    .iter_mut()
+                    .zip(line[start..].iter().step_by(M))
+                {
+                    *d = *v;
                 }
+                phase[first + count..].fill(0.0);
             }
         }
     }
