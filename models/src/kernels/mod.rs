@@ -12,7 +12,11 @@
 //! `direct` kernel instead (no patch matrix, no packing; `CXR_DIRECT=0` or
 //! [`set_direct_enabled`] turns it off), and their weight gradients with at
 //! least 64 positions per image `direct_weight_grad` (the same padded image,
-//! reduced over positions). `adamw` is the optimizer's step as three
+//! reduced over positions). Of those, 3x3 stride-1 convolutions on maps at
+//! least 14 wide with a band of tiles in the batch run `winograd` F(4x4, 3x3)
+//! forward and for the input gradient (`CXR_WINOGRAD=0` turns it off);
+//! `prepared` holds either kernel's weights, which `frozen` keeps for a model
+//! that only predicts. `adamw` is the optimizer's step as three
 //! in-place passes.
 //!
 //! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
