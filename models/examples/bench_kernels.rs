@@ -40,6 +40,39 @@ fn print_row(name: &str, row: &[(f64, f64)]) {
     );
 }
 
+/// The best time (ms) of each op over `iters` rounds, each round running
+/// every op with `toggle(true)` then `toggle(false)`: `[op 0 on, op 0 off,
+/// op 1 on, ...]`. Leaves the toggle on.
+fn min_on_off(iters: usize, toggle: fn(bool), ops: &[&dyn Fn() -> Result<()>]) -> Result<Vec<f64>> {
+    let mut best = vec![f64::MAX; 2 * ops.len()];
+    for _ in 0..iters {
+        for (i, on) in [true, false].into_iter().enumerate() {
+            toggle(on);
+            for (j, op) in ops.iter().enumerate() {
+                let s = Instant::now();
+                op()?;
+                best[2 * j + i] = best[2 * j + i].min(s.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    toggle(true);
+    Ok(best)
+}
+
+/// One row of [`min_on_off`] times: per op, on, off and off / on.
+fn print_on_off(name: &str, best: &[f64]) {
+    let mut line = format!("{name:<20}");
+    for pair in best.chunks_exact(2) {
+        line += &format!(
+            "{:>12.2}{:>12.2}{:>8.2}",
+            pair[0],
+            pair[1],
+            pair[1] / pair[0]
+        );
+    }
+    println!("{line}");
+}
+
 fn main() -> Result<()> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -94,35 +127,16 @@ fn main() -> Result<()> {
         let x = Tensor::randn(0f32, 1.0, (n, ci, hw, hw), &dev)?;
         let w = Tensor::randn(0f32, 0.1, (co, ci, k, k), &dev)?;
         let dy = kernels::conv2d(&x, &w, st, p, false)?;
-        let mut best = [f64::MAX; 6];
-        for _ in 0..iters {
-            for (i, on) in [true, false].into_iter().enumerate() {
-                kernels::set_direct_enabled(on);
-                let s = Instant::now();
-                kernels::conv2d(&x, &w, st, p, false)?;
-                best[i] = best[i].min(s.elapsed().as_secs_f64() * 1e3);
-                let s = Instant::now();
-                kernels::conv_input_grad(&dy, &w, st, p, hw, hw)?;
-                best[2 + i] = best[2 + i].min(s.elapsed().as_secs_f64() * 1e3);
-                let s = Instant::now();
-                kernels::conv_weight_grad(&dy, &x, st, p, (k, k))?;
-                best[4 + i] = best[4 + i].min(s.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        kernels::set_direct_enabled(true);
-        println!(
-            "{:<20}{:>12.2}{:>12.2}{:>8.2}{:>14.2}{:>14.2}{:>8.2}{:>12.2}{:>12.2}{:>8.2}",
-            name,
-            best[0],
-            best[1],
-            best[1] / best[0],
-            best[2],
-            best[3],
-            best[3] / best[2],
-            best[4],
-            best[5],
-            best[5] / best[4]
-        );
+        let best = min_on_off(
+            iters,
+            kernels::set_direct_enabled,
+            &[
+                &|| kernels::conv2d(&x, &w, st, p, false).map(|_| ()),
+                &|| kernels::conv_input_grad(&dy, &w, st, p, hw, hw).map(|_| ()),
+                &|| kernels::conv_weight_grad(&dy, &x, st, p, (k, k)).map(|_| ()),
+            ],
+        )?;
+        print_on_off(name, &best);
     }
     kernels::set_winograd_enabled(true);
     println!(
@@ -135,29 +149,15 @@ fn main() -> Result<()> {
         let x = Tensor::randn(0f32, 1.0, (n, ci, hw, hw), &dev)?;
         let w = Tensor::randn(0f32, 0.1, (co, ci, k, k), &dev)?;
         let dy = kernels::conv2d(&x, &w, st, p, false)?;
-        let mut best = [f64::MAX; 4];
-        for _ in 0..iters {
-            for (i, on) in [true, false].into_iter().enumerate() {
-                kernels::set_winograd_enabled(on);
-                let s = Instant::now();
-                kernels::conv2d(&x, &w, st, p, false)?;
-                best[i] = best[i].min(s.elapsed().as_secs_f64() * 1e3);
-                let s = Instant::now();
-                kernels::conv_input_grad(&dy, &w, st, p, hw, hw)?;
-                best[2 + i] = best[2 + i].min(s.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        kernels::set_winograd_enabled(true);
-        println!(
-            "{:<20}{:>12.2}{:>12.2}{:>8.2}{:>14.2}{:>14.2}{:>8.2}",
-            name,
-            best[0],
-            best[1],
-            best[1] / best[0],
-            best[2],
-            best[3],
-            best[3] / best[2]
-        );
+        let best = min_on_off(
+            iters,
+            kernels::set_winograd_enabled,
+            &[
+                &|| kernels::conv2d(&x, &w, st, p, false).map(|_| ()),
+                &|| kernels::conv_input_grad(&dy, &w, st, p, hw, hw).map(|_| ()),
+            ],
+        )?;
+        print_on_off(name, &best);
     }
     for (name, c, hw) in [
         ("bn+relu layer1", 64, s / 4),

@@ -584,29 +584,24 @@ impl F16 {
     }
 }
 
-impl std::ops::Add for F16 {
-    type Output = Self;
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        let mut r = self.0;
-        for (a, b) in r.iter_mut().zip(&o.0) {
-            *a += b;
+/// `impl $tr for F16`, lane by lane with the assignment `$op`.
+macro_rules! lanewise {
+    ($tr:ident, $f:ident, $op:tt) => {
+        impl std::ops::$tr for F16 {
+            type Output = Self;
+            #[inline(always)]
+            fn $f(self, o: Self) -> Self {
+                let mut r = self.0;
+                for (a, b) in r.iter_mut().zip(&o.0) {
+                    *a $op b;
+                }
+                Self(r)
+            }
         }
-        Self(r)
-    }
+    };
 }
-
-impl std::ops::Sub for F16 {
-    type Output = Self;
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        let mut r = self.0;
-        for (a, b) in r.iter_mut().zip(&o.0) {
-            *a -= b;
-        }
-        Self(r)
-    }
-}
+lanewise!(Add, add, +=);
+lanewise!(Sub, sub, -=);
 
 impl std::ops::Mul<f32> for F16 {
     type Output = Self;
