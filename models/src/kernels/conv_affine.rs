@@ -22,7 +22,7 @@ struct Affine {
     relu: bool,
     /// The weights prepared for the Winograd or direct kernel, from a frozen
     /// model's cache.
-    packed: Option<Arc<Prepared>>,
+    prepared: Option<Arc<Prepared>>,
 }
 
 /// Whether the fused op can run for `x` and `w` (f32 on the CPU, kernels on).
@@ -50,14 +50,14 @@ pub fn conv2d_affine(
             shift.len()
         )
     }
-    let packed = super::frozen::packed_forward(x, w, stride, pad)?;
+    let prepared = super::frozen::prepared_forward(x, w, stride, pad)?;
     let op = Affine {
         stride,
         pad,
         scale,
         shift,
         relu,
-        packed,
+        prepared,
     };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match residual {
@@ -125,7 +125,7 @@ impl Affine {
             r,
             self.relu,
             &epilogue,
-            self.packed.as_deref(),
+            self.prepared.as_deref(),
         );
         Ok((CpuStorage::F32(y), shape))
     }

@@ -42,7 +42,7 @@ pub fn applies(g: &ConvGeom) -> bool {
     avx512() && suits(g) && enabled()
 }
 
-static SWITCH: Switch = Switch::new("CXR_DIRECT");
+static SWITCH: Switch = Switch::new("CXR_DIRECT", "0");
 
 /// Whether the direct path may run (default: yes, unless `CXR_DIRECT=0`).
 fn enabled() -> bool {

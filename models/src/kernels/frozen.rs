@@ -1,8 +1,9 @@
 //! Convolution weights prepared once for a model whose weights no longer
 //! change (a loaded model that only predicts): the Winograd or direct kernel's
-//! prepared weights are kept per weight tensor and geometry, so a forward pass does
-//! not repack them on every call (at batch 1 that packing and its fresh
-//! buffers were ~8 % of a ResNet18 forward).
+//! prepared weights are kept per weight tensor, geometry and kernel, so a
+//! forward pass does not prepare them again on every call (at batch 1 the
+//! direct kernel's packing and its fresh buffers were ~8 % of a ResNet18
+//! forward).
 //!
 //! The cache is keyed by candle's tensor id, which stays the same when a
 //! tensor's values change in place (an optimizer step), so it is only used
@@ -17,12 +18,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Packed weights of one frozen model; drop it with the model.
+/// Prepared weights of one frozen model; drop it with the model.
 #[derive(Default)]
 pub struct FrozenWeights {
     /// Keyed by weight, geometry and whether the weights are Winograd's (a
     /// batch size can change which kernel takes the geometry).
-    packed: Mutex<HashMap<(TensorId, ConvGeom, bool), Arc<Prepared>>>,
+    prepared: Mutex<HashMap<(TensorId, ConvGeom, bool), Arc<Prepared>>>,
 }
 
 impl FrozenWeights {
@@ -32,7 +33,7 @@ impl FrozenWeights {
 
     /// Packed weight tensors held.
     pub fn len(&self) -> usize {
-        self.packed.lock().map(|m| m.len()).unwrap_or(0)
+        self.prepared.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -45,8 +46,8 @@ thread_local! {
 }
 
 /// [`super::inference`] for a model whose weights stay fixed while `cache`
-/// lives: the direct convolutions on this thread take their packed weights
-/// from `cache`, packing each weight tensor once.
+/// lives: the Winograd and direct convolutions on this thread take their
+/// prepared weights from `cache`, preparing each weight tensor once per kernel.
 pub fn inference_frozen<R>(cache: &Arc<FrozenWeights>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Arc<FrozenWeights>>);
     impl Drop for Restore {
@@ -59,11 +60,11 @@ pub fn inference_frozen<R>(cache: &Arc<FrozenWeights>, f: impl FnOnce() -> R) ->
     super::inference(f)
 }
 
-/// The packed direct forward of weight `w` over input `x` (`stride`, `pad`),
+/// Weight `w` prepared for the forward over input `x` (`stride`, `pad`),
 /// from this thread's frozen-weights cache; `None` outside
-/// [`inference_frozen`] or when the direct kernel does not take the
-/// convolution.
-pub(crate) fn packed_forward(
+/// [`inference_frozen`] or when neither the Winograd nor the direct kernel
+/// takes the convolution.
+pub(crate) fn prepared_forward(
     x: &Tensor,
     w: &Tensor,
     stride: usize,
@@ -78,7 +79,12 @@ pub(crate) fn packed_forward(
         return Ok(None);
     };
     let key = (w.id(), g, winograd);
-    if let Some(p) = cache.packed.lock().ok().and_then(|m| m.get(&key).cloned()) {
+    if let Some(p) = cache
+        .prepared
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key).cloned())
+    {
         return Ok(Some(p));
     }
     let o = w.dim(0)?;
@@ -86,7 +92,7 @@ pub(crate) fn packed_forward(
     let Some(p) = Prepared::for_forward(&values, o, &g, n).map(Arc::new) else {
         return Ok(None);
     };
-    if let Ok(mut m) = cache.packed.lock() {
+    if let Ok(mut m) = cache.prepared.lock() {
         m.insert(key, p.clone());
     }
     Ok(Some(p))

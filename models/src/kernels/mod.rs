@@ -84,39 +84,32 @@ pub(crate) fn takes(ts: &[&candle_core::Tensor]) -> bool {
             .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
 }
 
-/// 0 = not decided yet, 1 = cxr kernels, 2 = candle's ops.
-static MODE: AtomicU8 = AtomicU8::new(0);
+static KERNELS: Switch = Switch::new("CXR_KERNELS", "candle");
 
 /// Whether cxr's CPU kernels are used (default: yes, unless `CXR_KERNELS=candle`).
 pub fn enabled() -> bool {
-    match MODE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = !matches!(std::env::var("CXR_KERNELS").as_deref(), Ok("candle"));
-            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-    }
+    KERNELS.on()
 }
 
 /// Turns cxr's CPU kernels on or off for the whole process.
 pub fn set_enabled(on: bool) {
-    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    KERNELS.set(on);
 }
 
 /// A kernel path's on/off switch: on unless its environment variable is
-/// `0` (read once), or as last [`Switch::set`].
+/// `off` (read once), or as last [`Switch::set`].
 pub(crate) struct Switch {
     var: &'static str,
+    off: &'static str,
     /// 0 = not decided yet, 1 = on, 2 = off.
     mode: AtomicU8,
 }
 
 impl Switch {
-    pub(crate) const fn new(var: &'static str) -> Self {
+    pub(crate) const fn new(var: &'static str, off: &'static str) -> Self {
         Self {
             var,
+            off,
             mode: AtomicU8::new(0),
         }
     }
@@ -126,7 +119,7 @@ impl Switch {
             1 => true,
             2 => false,
             _ => {
-                let on = std::env::var(self.var).as_deref() != Ok("0");
+                let on = std::env::var(self.var).as_deref() != Ok(self.off);
                 self.set(on);
                 on
             }

@@ -42,7 +42,7 @@ const L: usize = 16;
 /// Tile positions per band (a multiple of the kernel's [`TILE`]).
 const BAND: usize = TILE;
 
-static SWITCH: Switch = Switch::new("CXR_WINOGRAD");
+static SWITCH: Switch = Switch::new("CXR_WINOGRAD", "0");
 
 /// Turns the Winograd path on or off (the direct and GEMM paths take over),
 /// for side-by-side benchmarks.
