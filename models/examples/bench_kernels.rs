@@ -11,6 +11,7 @@ use cxr_models::kernels;
 use cxr_models::layers::{conv_bn, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
 use cxr_models::params::Init;
 use cxr_models::params::ParamStore;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn median_ms(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -156,6 +157,40 @@ fn main() -> Result<()> {
                 &|| kernels::conv2d(&x, &w, st, p, false).map(|_| ()),
                 &|| kernels::conv_input_grad(&dy, &w, st, p, hw, hw).map(|_| ()),
             ],
+        )?;
+        print_on_off(name, &best);
+    }
+    println!(
+        "3x3 stride-1, kept (frozen) weights (ms, min of {iters} interleaved): Winograd vs without it, fused conv+bn+add+relu"
+    );
+    for (name, c, hw) in [
+        ("layer1 3x3", 64, s / 4),
+        ("layer2 3x3", 128, s / 8),
+        ("layer3 3x3", 256, s / 16),
+        ("layer4 3x3", 512, s / 32),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (n, c, hw, hw), &dev)?;
+        let w = Tensor::randn(0f32, 0.1, (c, c, 3, 3), &dev)?;
+        let (scale, shift) = (vec![1.0f32; c], vec![0.0f32; c]);
+        let cache = Arc::new(kernels::FrozenWeights::new());
+        let best = min_on_off(
+            iters,
+            kernels::set_winograd_enabled,
+            &[&|| {
+                kernels::inference_frozen(&cache, || {
+                    kernels::conv2d_affine(
+                        &x,
+                        &w,
+                        1,
+                        1,
+                        scale.clone(),
+                        shift.clone(),
+                        Some(&x),
+                        true,
+                    )
+                })
+                .map(|_| ())
+            }],
         )?;
         print_on_off(name, &best);
     }

@@ -187,7 +187,7 @@ pub fn conv_forward_then(
         return out;
     }
     let mut out = vec![0.0f32; n * o * cols];
-    if let Some(p) = Prepared::for_forward(w, o, g, n) {
+    if let Some(p) = Prepared::for_forward(w, o, g, n, false) {
         p.forward(x, n, g, &mut out, &direct::Post::default());
         for (i, y) in out.chunks_mut(o * cols).enumerate() {
             epilogue(i, y);
@@ -238,7 +238,7 @@ pub fn conv_forward_affine(
     let owned;
     let prepared = match prepared {
         Some(p) if p.fits(o, g, n) => p,
-        _ => match Prepared::for_forward(w, o, g, n) {
+        _ => match Prepared::for_forward(w, o, g, n, false) {
             Some(p) => {
                 owned = p;
                 &owned

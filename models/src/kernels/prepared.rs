@@ -15,9 +15,10 @@ pub enum Prepared {
 
 impl Prepared {
     /// Whether one of these kernels takes the forward of `g` over `n`
-    /// images, and whether that is Winograd's.
-    pub fn applies(g: &ConvGeom, n: usize) -> Option<bool> {
-        if winograd::applies(g, n) {
+    /// images, and whether that is Winograd's; `kept`: the prepared weights
+    /// are kept across calls ([`winograd::applies`]).
+    pub fn applies(g: &ConvGeom, n: usize, kept: bool) -> Option<bool> {
+        if winograd::applies(g, n, kept) {
             Some(true)
         } else {
             direct::applies(g).then_some(false)
@@ -26,19 +27,19 @@ impl Prepared {
 
     /// `w` (`o x c x kh x kw`) prepared for the forward of `g`, when
     /// [`Prepared::applies`].
-    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom, n: usize) -> Option<Self> {
-        if winograd::applies(g, n) {
+    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom, n: usize, kept: bool) -> Option<Self> {
+        if winograd::applies(g, n, kept) {
             return Some(Self::Winograd(winograd::Weights::new(w, o, g.c)));
         }
         direct::Packed::for_forward(w, o, g).map(Self::Direct)
     }
 
-    /// Whether these are the prepared weights of an `o`-channel convolution
+    /// Whether these kept weights are those of an `o`-channel convolution
     /// `g`, for the kernel that takes `g` over `n` images now.
     pub fn fits(&self, o: usize, g: &ConvGeom, n: usize) -> bool {
         match self {
-            Self::Winograd(wg) => winograd::applies(g, n) && wg.fits(o, g.c),
-            Self::Direct(p) => !winograd::applies(g, n) && p.fits(o, g),
+            Self::Winograd(wg) => winograd::applies(g, n, true) && wg.fits(o, g.c),
+            Self::Direct(p) => !winograd::applies(g, n, true) && p.fits(o, g),
         }
     }
 

@@ -50,18 +50,23 @@ pub fn set_enabled(on: bool) {
     SWITCH.set(on);
 }
 
-/// Whether this path takes `g`: AVX-512 present (the products run the direct
-/// kernel's AVX-512 tile), the path on, a 3x3 stride-1 convolution padded by 1
-/// (output size = input size), a map of at least [`MIN_SIDE`], and at least
+/// Whether this path takes `g` over `n` images: AVX-512 present (the
+/// products run the direct kernel's AVX-512 tile), the path on, a 3x3
+/// stride-1 convolution padded by 1 (output size = input size), and at least
 /// one band's worth of tiles in the `n` images (fewer leave most of the
 /// products' register tile idle: 256 channels at 14x14, batch 1, took 2.7 ms
 /// against the direct kernel's 2.1 ms, frozen weights, min of 30).
-pub fn applies(g: &ConvGeom, n: usize) -> bool {
-    direct::avx512() && SWITCH.on() && suits(g) && n * g.h.div_ceil(M) * g.w.div_ceil(M) >= BAND
-}
-
-fn suits(g: &ConvGeom) -> bool {
-    computes(g) && g.h.min(g.w) >= MIN_SIDE
+///
+/// `kept`: the transformed weights are kept across calls (a frozen model,
+/// [`super::frozen`]), so transforming them costs nothing per call; then
+/// any map size qualifies. Transformed per call, the map must be at least
+/// [`MIN_SIDE`].
+pub fn applies(g: &ConvGeom, n: usize, kept: bool) -> bool {
+    direct::avx512()
+        && SWITCH.on()
+        && computes(g)
+        && (kept || g.h.min(g.w) >= MIN_SIDE)
+        && n * g.h.div_ceil(M) * g.w.div_ceil(M) >= BAND
 }
 
 /// Whether the kernel computes `g` at all: 3x3, stride 1, padded by 1.
@@ -69,12 +74,15 @@ fn computes(g: &ConvGeom) -> bool {
     (g.kh, g.kw, g.stride, g.pad) == (3, 3, 1, 1)
 }
 
-/// Smaller maps waste too much of their last tile row and column, and have
-/// too few tiles to pay for transforming the weights. Measured (bench_kernels,
-/// min of interleaved runs, forward / input gradient vs the direct kernel):
-/// batch 16 at 224 px, 56 wide 1.43 / 1.34x, 28 wide 1.21 / 1.14x, 14 wide
-/// 1.09 / 1.16x; batch 16 at 128 px, 32 wide 1.30 / 1.35x, 16 wide 1.01 /
-/// 1.12x, 8 wide 0.69 / 0.59x.
+/// With weights transformed per call, smaller maps have too few tiles to pay
+/// for transforming the weights. Measured (bench_kernels, min of interleaved
+/// runs, forward / input gradient vs the direct kernel): batch 16 at 224 px,
+/// 56 wide 1.43 / 1.34x, 28 wide 1.21 / 1.14x, 14 wide 1.09 / 1.16x; batch
+/// 16 at 128 px, 32 wide 1.30 / 1.35x, 16 wide 1.01 / 1.12x, 8 wide 0.69 /
+/// 0.59x. With kept (frozen) weights the small maps gain too (wino_ab-style
+/// runs of the fused conv+BN+add+ReLU, min of 20 interleaved): 512 channels
+/// at 7x7, batch 12 / 16: 2.06 / 1.4-1.6x; 256 channels at 8x8, batch 16:
+/// 1.08x.
 const MIN_SIDE: usize = 14;
 
 /// The transformed weights of one convolution: `[o / R][ξ][c][R]`, the
@@ -99,11 +107,11 @@ impl Weights {
     /// transposed kernel) when this path takes that convolution.
     /// Returns them with that convolution's geometry.
     pub fn for_input_grad(w: &[f32], o: usize, g: &ConvGeom, n: usize) -> Option<(Self, ConvGeom)> {
-        if !applies(g, n) {
+        if !applies(g, n, false) {
             return None;
         }
         let (wt, gt) = direct::input_grad_as_forward(w, o, g)?;
-        applies(&gt, n).then(|| (Self::new(&wt, g.c, o), gt))
+        applies(&gt, n, false).then(|| (Self::new(&wt, g.c, o), gt))
     }
 
     fn with_kernel(w: &[f32], o: usize, c: usize, kernel: TileFn, fast: bool) -> Self {
