@@ -194,6 +194,29 @@ fn main() -> Result<()> {
         )?;
         print_on_off(name, &best);
     }
+    println!(
+        "kept (frozen) weights (ms, min of {iters} interleaved): channels-on-lanes kernel vs without it, fused conv+bn+relu"
+    );
+    for (name, ci, co, k, st, p, hw) in convs {
+        if ci == 3 || (k, st) == (3, 1) && hw > 14 {
+            continue;
+        }
+        let x = Tensor::randn(0f32, 1.0, (n, ci, hw, hw), &dev)?;
+        let w = Tensor::randn(0f32, 0.1, (co, ci, k, k), &dev)?;
+        let (scale, shift) = (vec![1.0f32; co], vec![0.0f32; co]);
+        let cache = Arc::new(kernels::FrozenWeights::new());
+        let best = min_on_off(
+            iters,
+            kernels::set_lanes_enabled,
+            &[&|| {
+                kernels::inference_frozen(&cache, || {
+                    kernels::conv2d_affine(&x, &w, st, p, scale.clone(), shift.clone(), None, true)
+                })
+                .map(|_| ())
+            }],
+        )?;
+        print_on_off(name, &best);
+    }
     for (name, c, hw) in [
         ("bn+relu layer1", 64, s / 4),
         ("bn+relu layer3", 256, s / 16),

@@ -273,11 +273,6 @@ pub struct Packed {
 }
 
 impl Packed {
-    /// The packed forward of `g` when the direct kernel takes it ([`applies`]).
-    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom) -> Option<Self> {
-        applies(g).then(|| Self::new(w, o, g))
-    }
-
     /// The packed stride-1 input gradient of `g`, as the forward convolution
     /// of the output gradient ([`input_grad_as_forward`]), when the direct
     /// kernel takes that convolution.

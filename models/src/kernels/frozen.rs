@@ -12,7 +12,7 @@
 
 use super::conv::geom;
 use super::im2col::ConvGeom;
-use super::prepared::Prepared;
+use super::prepared::{Kernel, Prepared};
 use candle_core::{Result, Tensor, TensorId};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 /// Prepared weights of one frozen model; drop it with the model.
 #[derive(Default)]
 pub struct FrozenWeights {
-    /// Keyed by weight, geometry and whether the weights are Winograd's (a
+    /// Keyed by weight, geometry and the kernel they are prepared for (a
     /// batch size can change which kernel takes the geometry).
-    prepared: Mutex<HashMap<(TensorId, ConvGeom, bool), Arc<Prepared>>>,
+    prepared: Mutex<HashMap<(TensorId, ConvGeom, Kernel), Arc<Prepared>>>,
 }
 
 impl FrozenWeights {
@@ -75,10 +75,10 @@ pub(crate) fn prepared_forward(
     };
     let ((n, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
     let g = geom((c, h, wd), (kh, kw), stride, pad)?;
-    let Some(winograd) = Prepared::applies(&g, n, true) else {
+    let Some(kernel) = Prepared::applies(&g, n, true) else {
         return Ok(None);
     };
-    let key = (w.id(), g, winograd);
+    let key = (w.id(), g, kernel);
     if let Some(p) = cache
         .prepared
         .lock()

@@ -14,9 +14,14 @@
 //! least 64 positions per image `direct_weight_grad` (the same padded image,
 //! reduced over positions). Of those, 3x3 stride-1 convolutions on maps at
 //! least 14 wide with a band of tiles in the batch run `winograd` F(4x4, 3x3)
-//! forward and for the input gradient (`CXR_WINOGRAD=0` turns it off);
-//! `prepared` holds either kernel's weights, which `frozen` keeps for a model
-//! that only predicts. `adamw` is the optimizer's step as three
+//! forward and for the input gradient (`CXR_WINOGRAD=0` turns it off;
+//! with weights kept by `frozen`, smaller maps too). `lanes`, a direct
+//! kernel with the output channels on the vector lanes, takes the forward
+//! of 3x3 stride-2 convolutions, and with kept weights that of 3x3 stride-1
+//! ones on maps up to 14 wide and, at batch 1, the 1x1 stride-2 ones of 128
+//! channels and more (`CXR_LANES=0` turns it off). `prepared` holds the
+//! chosen kernel's weights, which `frozen` keeps for a model that only
+//! predicts. `adamw` is the optimizer's step as three
 //! in-place passes.
 //!
 //! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
@@ -33,6 +38,7 @@ mod direct_weight_grad;
 mod frozen;
 mod gemm;
 mod im2col;
+mod lanes;
 mod max_pool;
 mod prepared;
 mod taps;
@@ -49,6 +55,7 @@ pub use conv::{
 pub use conv_affine::{applies as conv_affine_applies, conv2d_affine};
 pub use direct::set_enabled as set_direct_enabled;
 pub use frozen::{inference_frozen, FrozenWeights};
+pub use lanes::set_enabled as set_lanes_enabled;
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
 pub use winograd::set_enabled as set_winograd_enabled;
 
