@@ -219,41 +219,11 @@ pub fn conv_forward_then(
 }
 
 /// `relu?(conv(x) * scale + shift + residual?)` per output channel: fused
-/// into the Winograd or direct kernel's store when one of them takes `g`
+/// into the Winograd, lanes or direct kernel's store when one of them takes `g`
 /// (with `prepared`, the weights already prepared for it, when they fit),
 /// else `fallback` (the same map as an [`Epilogue`]) after each image's GEMM.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward_affine(
-    x: &[f32],
-    w: &[f32],
-    n: usize,
-    o: usize,
-    g: &ConvGeom,
-    affine: (&[f32], &[f32]),
-    residual: Option<&[f32]>,
-    relu: bool,
-    fallback: Epilogue<'_>,
-    prepared: Option<&Prepared>,
-) -> Vec<f32> {
-    let t0 = std::time::Instant::now();
-    let r = conv_forward_affine_x(x, w, n, o, g, affine, residual, relu, fallback, prepared);
-    if std::env::var_os("CXR_TRACE_OPS").is_some() {
-        eprintln!(
-            "TRACE c{} o{} {}x{} k{} s{} n{} {:.3}",
-            g.c,
-            o,
-            g.h,
-            g.w,
-            g.kh,
-            g.stride,
-            n,
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-    }
-    r
-}
-#[allow(clippy::too_many_arguments)]
-fn conv_forward_affine_x(
     x: &[f32],
     w: &[f32],
     n: usize,

@@ -241,23 +241,30 @@ impl TapLayout {
     /// rows, the padding around them and the tail past the last plane (read
     /// by the grid's dropped positions, so it must hold zeros, not garbage).
     fn fill_stride_1(&self, x: &[f32], buf: &mut [f32]) {
-        let (g, wq) = (&self.g, self.grid.wq);
-        let (p, plane) = (g.pad, self.grid.plane());
-        let (planes, tail) = buf.split_at_mut(g.c * plane);
+        let (planes, tail) = buf.split_at_mut(self.g.c * self.grid.plane());
         tail.fill(0.0);
-        for (dst, src) in planes
-            .chunks_exact_mut(plane)
-            .zip(x.chunks_exact(g.h * g.w))
-        {
-            let (top, rest) = dst.split_at_mut(p * wq);
-            top.fill(0.0);
-            let (body, bottom) = rest.split_at_mut(g.h * wq);
-            bottom.fill(0.0);
-            for (row, xs) in body.chunks_exact_mut(wq).zip(src.chunks_exact(g.w)) {
-                row[..p].fill(0.0);
-                row[p..p + g.w].copy_from_slice(xs);
-                row[p + g.w..].fill(0.0);
-            }
+        pad_into(x, &self.g, planes);
+    }
+}
+
+/// Copies `x` (`c x h x w`, the input of `g`) into `planes` with `g.pad`
+/// zeros around each channel's plane (`(h + 2 pad) x (w + 2 pad)`), writing
+/// each value once.
+pub(crate) fn pad_into(x: &[f32], g: &ConvGeom, planes: &mut [f32]) {
+    let (p, wq) = (g.pad, g.w + 2 * g.pad);
+    let plane = (g.h + 2 * p) * wq;
+    for (dst, src) in planes
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(g.h * g.w))
+    {
+        let (top, rest) = dst.split_at_mut(p * wq);
+        top.fill(0.0);
+        let (body, bottom) = rest.split_at_mut(g.h * wq);
+        bottom.fill(0.0);
+        for (row, xs) in body.chunks_exact_mut(wq).zip(src.chunks_exact(g.w)) {
+            row[..p].fill(0.0);
+            row[p..p + g.w].copy_from_slice(xs);
+            row[p + g.w..].fill(0.0);
         }
     }
 }

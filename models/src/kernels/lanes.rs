@@ -15,7 +15,7 @@
 //! The microkernel is AVX-512 (chosen at run time); a portable version of the
 //! same loop backs it in tests and on other CPUs.
 
-use super::direct::{avx512, Post};
+use super::direct::{avx512, pad_into, Post};
 use super::im2col::ConvGeom;
 use super::Switch;
 use rayon::prelude::*;
@@ -104,7 +104,7 @@ impl Packed {
     }
 
     /// One image: `y (o x oh*ow) = post(conv(x, w))`, over `t` threads
-    /// (split by output-channel blocks and rows).
+    /// (split by output-channel blocks and runs of register tiles).
     pub fn forward(&self, x: &[f32], y: &mut [f32], scratch: &mut [f32], t: usize, post: &Post) {
         let g = &self.g;
         let plane = g.oh * g.ow;
@@ -229,23 +229,6 @@ struct Dims {
     c: usize,
     plane: usize,
     wp: usize,
-}
-
-/// Copies `x` (`c x h x w`) into `buf` with `g.pad` zeros around each plane.
-fn pad_into(x: &[f32], g: &ConvGeom, buf: &mut [f32]) {
-    let (p, wp) = (g.pad, g.w + 2 * g.pad);
-    let plane = (g.h + 2 * p) * wp;
-    for (dst, src) in buf.chunks_exact_mut(plane).zip(x.chunks_exact(g.h * g.w)) {
-        let (top, rest) = dst.split_at_mut(p * wp);
-        top.fill(0.0);
-        let (body, bottom) = rest.split_at_mut(g.h * wp);
-        bottom.fill(0.0);
-        for (row, xs) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.w)) {
-            row[..p].fill(0.0);
-            row[p..p + g.w].copy_from_slice(xs);
-            row[p + g.w..].fill(0.0);
-        }
-    }
 }
 
 /// `sums[j][l] (+)= Σ w[tap][l] * x[offs[j] + tap's offset]` over the `d.c`
