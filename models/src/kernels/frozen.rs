@@ -1,6 +1,6 @@
 //! Convolution weights prepared once for a model whose weights no longer
-//! change (a loaded model that only predicts): the Winograd or direct kernel's
-//! prepared weights are kept per weight tensor, geometry and kernel, so a
+//! change (a loaded model that only predicts): the Winograd, lanes or direct
+//! kernel's prepared weights are kept per weight tensor, geometry and kernel, so a
 //! forward pass does not prepare them again on every call (at batch 1 the
 //! direct kernel's packing and its fresh buffers were ~8 % of a ResNet18
 //! forward).
@@ -46,8 +46,9 @@ thread_local! {
 }
 
 /// [`super::inference`] for a model whose weights stay fixed while `cache`
-/// lives: the Winograd and direct convolutions on this thread take their
-/// prepared weights from `cache`, preparing each weight tensor once per kernel.
+/// lives: the Winograd, lanes and direct convolutions on this thread take
+/// their prepared weights from `cache`, preparing each weight tensor once per
+/// kernel.
 pub fn inference_frozen<R>(cache: &Arc<FrozenWeights>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Arc<FrozenWeights>>);
     impl Drop for Restore {
@@ -62,8 +63,7 @@ pub fn inference_frozen<R>(cache: &Arc<FrozenWeights>, f: impl FnOnce() -> R) ->
 
 /// Weight `w` prepared for the forward over input `x` (`stride`, `pad`),
 /// from this thread's frozen-weights cache; `None` outside
-/// [`inference_frozen`] or when neither the Winograd nor the direct kernel
-/// takes the convolution.
+/// [`inference_frozen`] or when none of those kernels takes the convolution.
 pub(crate) fn prepared_forward(
     x: &Tensor,
     w: &Tensor,
@@ -75,7 +75,7 @@ pub(crate) fn prepared_forward(
     };
     let ((n, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
     let g = geom((c, h, wd), (kh, kw), stride, pad)?;
-    let Some(kernel) = Prepared::applies(&g, n, true) else {
+    let Some(kernel) = Kernel::of(&g, n, true) else {
         return Ok(None);
     };
     let key = (w.id(), g, kernel);
@@ -89,9 +89,7 @@ pub(crate) fn prepared_forward(
     }
     let o = w.dim(0)?;
     let values = w.flatten_all()?.to_vec1::<f32>()?;
-    let Some(p) = Prepared::for_forward(&values, o, &g, n, true).map(Arc::new) else {
-        return Ok(None);
-    };
+    let p = Arc::new(Prepared::new(kernel, &values, o, &g));
     if let Ok(mut m) = cache.prepared.lock() {
         m.insert(key, p.clone());
     }
@@ -128,7 +126,7 @@ mod tests {
                 assert!(err < 1e-4, "{side}x{side}: max abs error {err}");
             }
             let g = ConvGeom::new(16, side, side, 3, 3, 1, 1).expect("geometry");
-            let expected = usize::from(Prepared::applies(&g, n, true).is_some());
+            let expected = usize::from(Kernel::of(&g, n, true).is_some());
             assert_eq!(
                 cache.len(),
                 expected,

@@ -158,16 +158,10 @@ impl Packed {
         let w = self.w[ob * g.c * taps * OB..].as_ptr();
         let plane = g.oh * g.ow;
         let chunk = (L2_WEIGHTS / (taps * OB)).max(1);
-        let mut sums = vec![[[0.0f32; OB]; P]; range.len()];
-        for c0 in (0..g.c).step_by(chunk) {
-            let dims = Dims {
-                c: chunk.min(g.c - c0),
-                plane: hp * wp,
-                wp,
-            };
-            let x = xp.as_ptr().add(c0 * hp * wp);
-            let w = w.add(c0 * taps * OB);
-            for (tile_sums, ti) in sums.iter_mut().zip(range.clone()) {
+        // Per tile: its first output, its outputs, where each one's
+        // receptive field starts in the padded image.
+        let layout: Vec<(usize, usize, [usize; P])> = range
+            .map(|ti| {
                 let q = ti * P;
                 let np = (plane - q).min(P);
                 let mut offs = [0usize; P];
@@ -175,13 +169,27 @@ impl Packed {
                     let (oy, ox) = ((q + j) / g.ow, (q + j) % g.ow);
                     *off = (oy * wp + ox) * g.stride;
                 }
-                tile(self.fast, g.kh, np, x, &offs, &dims, w, c0 > 0, tile_sums);
+                (q, np, offs)
+            })
+            .collect();
+        let mut sums = vec![[[0.0f32; OB]; P]; layout.len()];
+        for c0 in (0..g.c).step_by(chunk) {
+            let w = w.add(c0 * taps * OB);
+            for (tile_sums, (_, np, offs)) in sums.iter_mut().zip(&layout) {
+                let reads = Reads {
+                    x: xp.as_ptr().add(c0 * hp * wp),
+                    c: chunk.min(g.c - c0),
+                    k: g.kh,
+                    plane: hp * wp,
+                    wp,
+                    offs,
+                    np: *np,
+                };
+                tile(self.fast, &reads, w, c0 > 0, tile_sums);
             }
         }
-        for (tile_sums, ti) in sums.iter().zip(range) {
-            let q = ti * P;
-            let np = (plane - q).min(P);
-            self.store(tile_sums, ob, q, np, out, post);
+        for (tile_sums, (q, np, _)) in sums.iter().zip(&layout) {
+            self.store(tile_sums, ob, *q, *np, out, post);
         }
     }
 
@@ -224,80 +232,64 @@ struct Out(*mut f32);
 unsafe impl Sync for Out {}
 unsafe impl Send for Out {}
 
-/// The padded image's sizes: channels, values per channel, values per row.
-struct Dims {
+/// What one register tile reads: `c` channels of the padded image from `x`
+/// (`plane` values per channel, `wp` per row), a `k x k` kernel, and its `np`
+/// outputs, output `j`'s receptive field starting at `x + offs[j]`.
+struct Reads<'a> {
+    x: *const f32,
     c: usize,
+    k: usize,
     plane: usize,
     wp: usize,
+    offs: &'a [usize; P],
+    np: usize,
 }
 
-/// `sums[j][l] (+)= Σ w[tap][l] * x[offs[j] + tap's offset]` over the `d.c`
-/// input channels from `x` and every tap, for the `np` outputs of one tile
-/// (`offs[j]`: where output `j`'s receptive field starts in the padded
-/// image); `add` starts from `sums` instead of zero.
+/// `sums[j][l] (+)= Σ w[tap][l] * x[offs[j] + tap's offset]` over the read
+/// channels and every tap, for the tile's outputs; `add` starts from `sums`
+/// instead of zero.
 ///
 /// # Safety
-/// The padded image `x` holds every value the `np` outputs read; `w` holds
+/// The padded image holds every value the outputs read; `w` holds
 /// `c * k * k * OB` values.
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    fast: bool,
-    k: usize,
-    np: usize,
-    x: *const f32,
-    offs: &[usize; P],
-    d: &Dims,
-    w: *const f32,
-    add: bool,
-    sums: &mut [[f32; OB]; P],
-) {
+unsafe fn tile(fast: bool, r: &Reads, w: *const f32, add: bool, sums: &mut [[f32; OB]; P]) {
     #[cfg(target_arch = "x86_64")]
     if fast {
         macro_rules! by_np {
             ($k:literal) => {
-                match np {
-                    1 => avx512_tile::<$k, 1>(x, offs, d, w, add, sums),
-                    2 => avx512_tile::<$k, 2>(x, offs, d, w, add, sums),
-                    3 => avx512_tile::<$k, 3>(x, offs, d, w, add, sums),
-                    4 => avx512_tile::<$k, 4>(x, offs, d, w, add, sums),
-                    5 => avx512_tile::<$k, 5>(x, offs, d, w, add, sums),
-                    _ => avx512_tile::<$k, 6>(x, offs, d, w, add, sums),
+                match r.np {
+                    1 => avx512_tile::<$k, 1>(r, w, add, sums),
+                    2 => avx512_tile::<$k, 2>(r, w, add, sums),
+                    3 => avx512_tile::<$k, 3>(r, w, add, sums),
+                    4 => avx512_tile::<$k, 4>(r, w, add, sums),
+                    5 => avx512_tile::<$k, 5>(r, w, add, sums),
+                    _ => avx512_tile::<$k, 6>(r, w, add, sums),
                 }
             };
         }
-        return if k == 1 { by_np!(1) } else { by_np!(3) };
+        return if r.k == 1 { by_np!(1) } else { by_np!(3) };
     }
     let _ = fast;
-    portable_tile(k, np, x, offs, d, w, add, sums)
+    portable_tile(r, w, add, sums)
 }
 
 /// The reference kernel (and the fallback): the same sums, scalar.
 ///
 /// # Safety
 /// As [`tile`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn portable_tile(
-    k: usize,
-    np: usize,
-    x: *const f32,
-    offs: &[usize; P],
-    d: &Dims,
-    w: *const f32,
-    add: bool,
-    sums: &mut [[f32; OB]; P],
-) {
+unsafe fn portable_tile(r: &Reads, w: *const f32, add: bool, sums: &mut [[f32; OB]; P]) {
     if !add {
-        for row in sums[..np].iter_mut() {
+        for row in sums[..r.np].iter_mut() {
             row.fill(0.0);
         }
     }
     let mut wt = w;
-    for ci in 0..d.c {
-        for dy in 0..k {
-            for dx in 0..k {
-                let xt = x.add(ci * d.plane + dy * d.wp + dx);
+    for ci in 0..r.c {
+        for dy in 0..r.k {
+            for dx in 0..r.k {
+                let xt = r.x.add(ci * r.plane + dy * r.wp + dx);
                 let ws = std::slice::from_raw_parts(wt, OB);
-                for (row, off) in sums[..np].iter_mut().zip(offs) {
+                for (row, off) in sums[..r.np].iter_mut().zip(r.offs) {
                     let xv = *xt.add(*off);
                     for (acc, wv) in row.iter_mut().zip(ws) {
                         *acc += wv * xv;
@@ -314,9 +306,7 @@ unsafe fn portable_tile(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn avx512_tile<const K: usize, const NP: usize>(
-    x: *const f32,
-    offs: &[usize; P],
-    d: &Dims,
+    r: &Reads,
     w: *const f32,
     add: bool,
     sums: &mut [[f32; OB]; P],
@@ -330,12 +320,12 @@ unsafe fn avx512_tile<const K: usize, const NP: usize>(
             }
         }
     }
-    let offs: [usize; NP] = std::array::from_fn(|j| offs[j]);
+    let offs: [usize; NP] = std::array::from_fn(|j| r.offs[j]);
     let mut wt = w;
-    for ci in 0..d.c {
-        let xc = x.add(ci * d.plane);
+    for ci in 0..r.c {
+        let xc = r.x.add(ci * r.plane);
         for dy in 0..K {
-            let xr = xc.add(dy * d.wp);
+            let xr = xc.add(dy * r.wp);
             for dx in 0..K {
                 let xt = xr.add(dx);
                 let wv = [

@@ -1,7 +1,8 @@
 //! A convolution's weights in the form its fastest forward kernel takes:
 //! Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions ([`super::winograd`]),
-//! else the direct kernel's packing ([`super::direct`]). Built per call, or
-//! once per frozen model ([`super::frozen`]).
+//! the channels-on-lanes packing for strided and small-map ones
+//! ([`super::lanes`]), else the direct kernel's packing ([`super::direct`]).
+//! Built per call, or once per frozen model ([`super::frozen`]).
 
 use super::conv::{per_image, with_scratch};
 use super::direct::{self, Post};
@@ -23,7 +24,10 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    fn of(g: &ConvGeom, n: usize, kept: bool) -> Option<Self> {
+    /// The kernel for the forward of `g` over `n` images, if one of these
+    /// takes it; `kept`: the prepared weights are kept across calls
+    /// ([`winograd::applies`]).
+    pub fn of(g: &ConvGeom, n: usize, kept: bool) -> Option<Self> {
         if winograd::applies(g, n, kept) {
             Some(Self::Winograd)
         } else if lanes::applies(g) && lanes_suits(g, n, kept) {
@@ -55,21 +59,19 @@ fn lanes_suits(g: &ConvGeom, n: usize, kept: bool) -> bool {
 }
 
 impl Prepared {
-    /// Whether one of these kernels takes the forward of `g` over `n`
-    /// images, and whether that is Winograd's; `kept`: the prepared weights
-    /// are kept across calls ([`winograd::applies`]).
-    pub fn applies(g: &ConvGeom, n: usize, kept: bool) -> Option<Kernel> {
-        Kernel::of(g, n, kept)
+    /// `w` (`o x c x kh x kw`) prepared for the forward of `g` over `n`
+    /// images by the kernel [`Kernel::of`] picks, when it picks one.
+    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom, n: usize, kept: bool) -> Option<Self> {
+        Some(Self::new(Kernel::of(g, n, kept)?, w, o, g))
     }
 
-    /// `w` (`o x c x kh x kw`) prepared for the forward of `g`, when
-    /// [`Prepared::applies`].
-    pub fn for_forward(w: &[f32], o: usize, g: &ConvGeom, n: usize, kept: bool) -> Option<Self> {
-        Some(match Kernel::of(g, n, kept)? {
+    /// `w` (`o x c x kh x kw`) prepared for `kernel`, which takes `g`.
+    pub fn new(kernel: Kernel, w: &[f32], o: usize, g: &ConvGeom) -> Self {
+        match kernel {
             Kernel::Winograd => Self::Winograd(winograd::Weights::new(w, o, g.c)),
             Kernel::Lanes => Self::Lanes(lanes::Packed::new(w, o, g)),
             Kernel::Direct => Self::Direct(direct::Packed::new(w, o, g)),
-        })
+        }
     }
 
     /// Whether these kept weights are those of an `o`-channel convolution
