@@ -31,6 +31,9 @@ const VO: usize = OB / 16;
 const P: usize = 6;
 /// Values of weights per input-channel chunk: 256 KB, a quarter of L2.
 const L2_WEIGHTS: usize = 65536;
+/// Register tiles whose sums are kept (on the stack, 12 KB) while a chunk's
+/// weights go through them.
+const GROUP: usize = 8;
 
 static SWITCH: Switch = Switch::new("CXR_LANES", "0");
 
@@ -145,9 +148,9 @@ impl Packed {
     }
 
     /// Register tiles `range` (outputs `P` apart in the flattened plane) of
-    /// channel block `ob`: the input channels in chunks whose weights stay in
-    /// L2, each chunk through every tile, the sums kept per tile between
-    /// chunks; then the stores.
+    /// channel block `ob`, [`GROUP`] at a time: the input channels in chunks
+    /// whose weights stay in L2, each chunk through the group's tiles, the
+    /// sums kept per tile between chunks; then the group's stores.
     ///
     /// # Safety
     /// `xp` is the padded image; no other thread writes these outputs.
@@ -158,10 +161,13 @@ impl Packed {
         let w = self.w[ob * g.c * taps * OB..].as_ptr();
         let plane = g.oh * g.ow;
         let chunk = (L2_WEIGHTS / (taps * OB)).max(1);
-        // Per tile: its first output, its outputs, where each one's
-        // receptive field starts in the padded image.
-        let layout: Vec<(usize, usize, [usize; P])> = range
-            .map(|ti| {
+        let mut sums = [[[0.0f32; OB]; P]; GROUP];
+        for first in range.clone().step_by(GROUP) {
+            let tiles = first..(first + GROUP).min(range.end);
+            // Per tile: its first output, its outputs, where each one's
+            // receptive field starts in the padded image.
+            let mut layout = [(0usize, 0usize, [0usize; P]); GROUP];
+            for (slot, ti) in layout.iter_mut().zip(tiles.clone()) {
                 let q = ti * P;
                 let np = (plane - q).min(P);
                 let mut offs = [0usize; P];
@@ -169,27 +175,27 @@ impl Packed {
                     let (oy, ox) = ((q + j) / g.ow, (q + j) % g.ow);
                     *off = (oy * wp + ox) * g.stride;
                 }
-                (q, np, offs)
-            })
-            .collect();
-        let mut sums = vec![[[0.0f32; OB]; P]; layout.len()];
-        for c0 in (0..g.c).step_by(chunk) {
-            let w = w.add(c0 * taps * OB);
-            for (tile_sums, (_, np, offs)) in sums.iter_mut().zip(&layout) {
-                let reads = Reads {
-                    x: xp.as_ptr().add(c0 * hp * wp),
-                    c: chunk.min(g.c - c0),
-                    k: g.kh,
-                    plane: hp * wp,
-                    wp,
-                    offs,
-                    np: *np,
-                };
-                tile(self.fast, &reads, w, c0 > 0, tile_sums);
+                *slot = (q, np, offs);
             }
-        }
-        for (tile_sums, (q, np, _)) in sums.iter().zip(&layout) {
-            self.store(tile_sums, ob, *q, *np, out, post);
+            let layout = &layout[..tiles.len()];
+            for c0 in (0..g.c).step_by(chunk) {
+                let w = w.add(c0 * taps * OB);
+                for (tile_sums, (_, np, offs)) in sums.iter_mut().zip(layout) {
+                    let reads = Reads {
+                        x: xp.as_ptr().add(c0 * hp * wp),
+                        c: chunk.min(g.c - c0),
+                        k: g.kh,
+                        plane: hp * wp,
+                        wp,
+                        offs,
+                        np: *np,
+                    };
+                    tile(self.fast, &reads, w, c0 > 0, tile_sums);
+                }
+            }
+            for (tile_sums, (q, np, _)) in sums.iter().zip(layout) {
+                self.store(tile_sums, ob, *q, *np, out, post);
+            }
         }
     }
 
@@ -372,6 +378,8 @@ mod tests {
             (17, 15, 9, 64, 3, 2),
             // More input channels than one chunk of weights holds.
             (130, 5, 5, 20, 3, 1),
+            // ... and more register tiles per work item than one group.
+            (130, 10, 10, 20, 3, 1),
             (1100, 3, 4, 65, 1, 2),
         ];
         for fast in [false, avx512()] {

@@ -48,11 +48,14 @@ impl Kernel {
 /// batch 1, 128 and 256 channels 1.12 and 1.28x, but 64 channels 0.88x and
 /// batch 16 0.60 to 0.94x (the batched GEMM). Stride 1 only with kept
 /// weights: transformed per call, Winograd and the batched GEMM were not
-/// measured against it.
+/// measured against it. Not for 512 input channels (layer4's 3x3 stride-1
+/// convolutions): their GEMM needs no copy of the weights, and a kept lanes
+/// copy of the three is 28 MB, which took the server's peak RSS at
+/// concurrency 32 from under 300 MB to 313 MiB (`scripts/bench-serve.sh`).
 fn lanes_suits(g: &ConvGeom, n: usize, kept: bool) -> bool {
     match (g.kh, g.stride) {
         (3, 2) => true,
-        (3, 1) => kept && g.ow <= 14,
+        (3, 1) => kept && g.ow <= 14 && g.c < 512,
         (1, 2) => n == 1 && g.c >= 128,
         _ => false,
     }
