@@ -49,9 +49,9 @@ impl Kernel {
 /// batch 16 0.60 to 0.94x (the batched GEMM). Stride 1 only with kept
 /// weights: transformed per call, Winograd and the batched GEMM were not
 /// measured against it. Not for 512 input channels (layer4's 3x3 stride-1
-/// convolutions): their GEMM needs no copy of the weights, and a kept lanes
-/// copy of the three is 28 MB, which took the server's peak RSS at
-/// concurrency 32 from under 300 MB to 313 MiB (`scripts/bench-serve.sh`).
+/// convolutions, 1.33x at batch 1): their GEMM needs no copy of the weights,
+/// and a kept lanes copy of the three is 28 MB of the server's 300 MB budget
+/// (peak RSS at concurrency 32 was 277 MiB without it, `scripts/bench-serve.sh`).
 fn lanes_suits(g: &ConvGeom, n: usize, kept: bool) -> bool {
     match (g.kh, g.stride) {
         (3, 2) => true,
