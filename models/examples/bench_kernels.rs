@@ -1,14 +1,14 @@
 //! Per-op timings of cxr's CPU kernels against plain candle on ResNet18's
 //! shapes (batch 16 at 128 px by default): convolution forward, convolution
 //! forward + backward, batch norm + ReLU forward + backward, the stem max pool,
-//! and inference-mode conv + BN + residual + ReLU (forward only: "fwd+bwd"
+//! the fused inference stem against its separate ops, and inference-mode conv + BN + residual + ReLU (forward only: "fwd+bwd"
 //! there is the plain eval-mode conv, BN, add and ReLU with cxr's kernels).
 //!
 //! cargo run --release -p cxr-models --example bench_kernels [BATCH] [SIZE] [ITERS]
 
 use candle_core::{Device, Result, Tensor, Var};
 use cxr_models::kernels;
-use cxr_models::layers::{conv_bn, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
+use cxr_models::layers::{conv_bn, conv_bn_relu_max_pool, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
 use cxr_models::params::Init;
 use cxr_models::params::ParamStore;
 use std::sync::Arc;
@@ -96,6 +96,25 @@ fn main() -> Result<()> {
         ("layer3 3x3", 256, 256, 3, 1, 1, s / 16),
         ("layer4 3x3", 512, 512, 3, 1, 1, s / 32),
     ];
+    {
+        println!(
+            "stem, kept (frozen) weights (ms, min of {iters} interleaved): fused conv+bn+relu+max pool vs conv+bn+relu then max pool"
+        );
+        let mut ps = ParamStore::new(&dev, 0);
+        let conv = Conv2d::new(&mut ps, "c", 3, 64, 7, 2, 3, Init::KaimingNormal)?;
+        let bn = BatchNorm::new(&mut ps, "bn", 64, false)?;
+        let x = Tensor::randn(0f32, 1.0, (n, 3, s, s), &dev)?;
+        let cache = Arc::new(kernels::FrozenWeights::new());
+        let best = min_on_off(
+            iters,
+            kernels::set_fused_stem_enabled,
+            &[&|| {
+                kernels::inference_frozen(&cache, || conv_bn_relu_max_pool(&conv, &bn, &x, false))
+                    .map(|_| ())
+            }],
+        )?;
+        print_on_off("stem", &best);
+    }
     println!("batch {n}, {size} px, median of {iters} (ms)");
     println!(
         "{:<20}{:>12}{:>12}{:>8}{:>14}{:>14}{:>8}",

@@ -4,7 +4,7 @@
 //! `layer{2,3,4}.0.downsample.{0,1}`, then the head (`fc` or the fastai head).
 //! Channel widths are configurable so small fixtures exercise the whole path.
 
-use crate::layers::{conv_bn, max_pool_3x3_s2_p1, BatchNorm, Conv2d};
+use crate::layers::{conv_bn, conv_bn_relu_max_pool, BatchNorm, Conv2d};
 use crate::params::{Init, ParamStore};
 use candle_core::{Result, Tensor};
 
@@ -121,8 +121,7 @@ impl ResNet18Body {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = conv_bn(&self.conv1, &self.bn1, x, train, None, true)?;
-        let mut x = max_pool_3x3_s2_p1(&x)?;
+        let mut x = conv_bn_relu_max_pool(&self.conv1, &self.bn1, x, train)?;
         for layer in &self.layers {
             for block in layer {
                 x = block.forward_t(&x, train)?;

@@ -70,12 +70,23 @@ pub(crate) fn prepared_forward(
     stride: usize,
     pad: usize,
 ) -> Result<Option<Arc<Prepared>>> {
+    prepared_for(x, w, stride, pad, |g, n| Kernel::of(g, n, true))
+}
+
+/// [`prepared_forward`] for the kernel `pick(g, n)` names, if any.
+pub(crate) fn prepared_for(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: usize,
+    pick: impl Fn(&ConvGeom, usize) -> Option<Kernel>,
+) -> Result<Option<Arc<Prepared>>> {
     let Some(cache) = FROZEN.with(|c| c.borrow().clone()) else {
         return Ok(None);
     };
     let ((n, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
     let g = geom((c, h, wd), (kh, kw), stride, pad)?;
-    let Some(kernel) = Kernel::of(&g, n, true) else {
+    let Some(kernel) = pick(&g, n) else {
         return Ok(None);
     };
     let key = (w.id(), g, kernel);

@@ -42,10 +42,14 @@ pub fn set_enabled(on: bool) {
     SWITCH.set(on);
 }
 
-/// Whether this kernel computes `g` at all: 1x1 or 3x3, stride 1 or 2.
+/// Whether this kernel computes `g` at all: 1x1 or 3x3, stride 1 or 2, or
+/// ResNet's 7x7 stride-2 stem.
 fn computes(g: &ConvGeom) -> bool {
-    let k = (g.kh, g.kw);
-    (k == (1, 1) || k == (3, 3)) && (g.stride == 1 || g.stride == 2)
+    match (g.kh, g.kw) {
+        (1, 1) | (3, 3) => g.stride == 1 || g.stride == 2,
+        (7, 7) => g.stride == 2,
+        _ => false,
+    }
 }
 
 /// Whether this path takes the forward of `g` on this machine: AVX-512, the
@@ -119,13 +123,10 @@ impl Packed {
         if let Some(r) = post.residual {
             assert_eq!(r.len(), y.len(), "lanes conv: residual size");
         }
-        let (hp, wp) = self.padded();
-        let xp: &[f32] = if g.pad == 0 {
-            x
-        } else {
-            let buf = &mut scratch[..g.c * hp * wp];
-            pad_into(x, g, buf);
-            buf
+        let xp = self.pad(x, scratch);
+        let all = View {
+            rows: 0..g.oh,
+            plane,
         };
         // Work items: a channel block's tiles in `groups` runs, so that
         // there are at least two items per thread.
@@ -138,7 +139,7 @@ impl Packed {
             let range = gi * per..((gi + 1) * per).min(tiles);
             // SAFETY: item (block, tiles) writes only its block's channels at
             // its tiles' positions; the reads stay in the padded image.
-            unsafe { self.tiles(xp, ob, range, &out, post) }
+            unsafe { self.tiles(xp, ob, range, &all, &out, post) }
         };
         if t > 1 && blocks * groups > 1 {
             (0..blocks * groups).into_par_iter().for_each(run);
@@ -147,19 +148,61 @@ impl Packed {
         }
     }
 
-    /// Register tiles `range` (outputs `P` apart in the flattened plane) of
-    /// channel block `ob`, [`GROUP`] at a time: the input channels in chunks
-    /// whose weights stay in L2, each chunk through the group's tiles, the
-    /// sums kept per tile between chunks; then the group's stores.
+    /// One image's output rows `rows` only: `y (o x rows x ow) =
+    /// post(conv(xp, w))` on this thread, `xp` the image as [`Self::pad`]
+    /// returns it (`post.residual`, when given, is laid out like `y`).
+    pub(crate) fn forward_rows(&self, xp: &[f32], rows: Range<usize>, y: &mut [f32], post: &Post) {
+        let g = &self.g;
+        let (hp, wp) = self.padded();
+        assert!(rows.end <= g.oh, "lanes conv: output rows");
+        assert_eq!(xp.len(), g.c * hp * wp, "lanes conv: padded input size");
+        let plane = rows.len() * g.ow;
+        assert_eq!(y.len(), self.o * plane, "lanes conv: output size");
+        if let Some(r) = post.residual {
+            assert_eq!(r.len(), y.len(), "lanes conv: residual size");
+        }
+        let view = View { rows, plane };
+        let out = Out(y.as_mut_ptr());
+        for ob in 0..self.o.div_ceil(OB) {
+            // SAFETY: the tiles cover this view's positions, written only here;
+            // their reads stay in the padded image.
+            unsafe { self.tiles(xp, ob, 0..plane.div_ceil(P), &view, &out, post) };
+        }
+    }
+
+    /// `x` zero-padded into `scratch` ([`Self::scratch_len`] values), or `x`
+    /// itself when the convolution has no padding.
+    pub(crate) fn pad<'a>(&self, x: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
+        if self.g.pad == 0 {
+            return x;
+        }
+        let buf = &mut scratch[..self.scratch_len()];
+        pad_into(x, &self.g, buf);
+        buf
+    }
+
+    /// Register tiles `range` (outputs `P` apart in the flattened rows of
+    /// `view`) of channel block `ob`, [`GROUP`] at a time: the input channels
+    /// in chunks whose weights stay in L2, each chunk through the group's
+    /// tiles, the sums kept per tile between chunks; then the group's stores
+    /// (`out` holds the view's planes).
     ///
     /// # Safety
     /// `xp` is the padded image; no other thread writes these outputs.
-    unsafe fn tiles(&self, xp: &[f32], ob: usize, range: Range<usize>, out: &Out, post: &Post) {
+    unsafe fn tiles(
+        &self,
+        xp: &[f32],
+        ob: usize,
+        range: Range<usize>,
+        view: &View,
+        out: &Out,
+        post: &Post,
+    ) {
         let g = &self.g;
         let (hp, wp) = self.padded();
         let taps = g.kh * g.kw;
         let w = self.w[ob * g.c * taps * OB..].as_ptr();
-        let plane = g.oh * g.ow;
+        let (plane, q0) = (view.plane, view.rows.start * g.ow);
         let chunk = (L2_WEIGHTS / (taps * OB)).max(1);
         let mut sums = [[[0.0f32; OB]; P]; GROUP];
         for first in range.clone().step_by(GROUP) {
@@ -172,7 +215,7 @@ impl Packed {
                 let np = (plane - q).min(P);
                 let mut offs = [0usize; P];
                 for (j, off) in offs.iter_mut().enumerate().take(np) {
-                    let (oy, ox) = ((q + j) / g.ow, (q + j) % g.ow);
+                    let (oy, ox) = ((q0 + q + j) / g.ow, (q0 + q + j) % g.ow);
                     *off = (oy * wp + ox) * g.stride;
                 }
                 *slot = (q, np, offs);
@@ -194,25 +237,27 @@ impl Packed {
                 }
             }
             for (tile_sums, (q, np, _)) in sums.iter().zip(layout) {
-                self.store(tile_sums, ob, *q, *np, out, post);
+                self.store(tile_sums, ob, *q, *np, plane, out, post);
             }
         }
     }
 
-    /// One tile's sums through `post` into the output.
+    /// One tile's sums through `post` into the output (`plane` values per
+    /// channel).
     ///
     /// # Safety
     /// No other thread writes these outputs.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn store(
         &self,
         sums: &[[f32; OB]; P],
         ob: usize,
         q: usize,
         np: usize,
+        plane: usize,
         out: &Out,
         post: &Post,
     ) {
-        let plane = self.g.oh * self.g.ow;
         for ch in 0..(self.o - ob * OB).min(OB) {
             let oc = ob * OB + ch;
             let (a, b) = post.affine.map_or((1.0, 0.0), |(a, b)| (a[oc], b[oc]));
@@ -229,6 +274,13 @@ impl Packed {
             }
         }
     }
+}
+
+/// The output rows a call computes, and the values per channel of the
+/// buffer they go to.
+struct View {
+    rows: Range<usize>,
+    plane: usize,
 }
 
 /// A raw output pointer shared by threads that write disjoint parts.
@@ -273,7 +325,11 @@ unsafe fn tile(fast: bool, r: &Reads, w: *const f32, add: bool, sums: &mut [[f32
                 }
             };
         }
-        return if r.k == 1 { by_np!(1) } else { by_np!(3) };
+        return match r.k {
+            1 => by_np!(1),
+            3 => by_np!(3),
+            _ => by_np!(7),
+        };
     }
     let _ = fast;
     portable_tile(r, w, add, sums)
@@ -381,6 +437,8 @@ mod tests {
             // ... and more register tiles per work item than one group.
             (130, 10, 10, 20, 3, 1),
             (1100, 3, 4, 65, 1, 2),
+            // The stem: 7x7 stride 2 over 3 channels.
+            (3, 23, 17, 64, 7, 2),
         ];
         for fast in [false, avx512()] {
             for &(c, h, w, o, k, s) in &cases {

@@ -5,9 +5,10 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Output side of a 3-wide, stride-2, pad-1 window along an axis of `len`.
-fn out_len(len: usize) -> usize {
+pub(super) fn out_len(len: usize) -> usize {
     (len + 2 - 3) / 2 + 1
 }
 
@@ -49,18 +50,34 @@ fn max_nan(a: f32, b: f32) -> f32 {
     }
 }
 
-/// One plane forward: for each output row, the column-wise max of its (up to)
-/// three input rows into `cm[1..=w]` (`cm` is `-inf` on both sides, so every
-/// window is three wide), then the stride-2 max of three along that row.
-/// Both loops are branch-free and vectorise.
+/// One plane forward ([`pool_rows`] over all its rows).
 fn pool_plane(plane: &[f32], h: usize, w: usize, out: &mut [f32], cm: &mut [f32]) {
+    pool_rows(plane, 0, h, w, 0..out_len(h), out, cm);
+}
+
+/// Output rows `oys` of an `h x w` plane into `out` (`oys.len()` rows),
+/// from `band`, the plane's rows from `r0` on (every row those outputs
+/// read). For each output row, the column-wise max of its (up to) three
+/// input rows into `cm[1..=w]` (`cm`, `2 * ow + 1` values at least, is `-inf`
+/// on both sides, so every window is three wide), then the stride-2 max of
+/// three along that row. Both loops are branch-free and vectorise.
+pub(super) fn pool_rows(
+    band: &[f32],
+    r0: usize,
+    h: usize,
+    w: usize,
+    oys: Range<usize>,
+    out: &mut [f32],
+    cm: &mut [f32],
+) {
     let ow = out_len(w);
-    for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
+    let row = |iy: usize| &band[(iy - r0) * w..(iy - r0 + 1) * w];
+    for (oy, orow) in oys.zip(out.chunks_exact_mut(ow)) {
         let (y0, y1) = ((2 * oy).saturating_sub(1), (2 * oy + 2).min(h));
         let inner = &mut cm[1..=w];
-        inner.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+        inner.copy_from_slice(row(y0));
         for iy in y0 + 1..y1 {
-            for (m, v) in inner.iter_mut().zip(&plane[iy * w..(iy + 1) * w]) {
+            for (m, v) in inner.iter_mut().zip(row(iy)) {
                 *m = max_nan(*m, *v);
             }
         }

@@ -19,7 +19,9 @@
 //! kernel with the output channels on the vector lanes, takes the forward
 //! of 3x3 stride-2 convolutions, and with kept weights that of 3x3 stride-1
 //! ones on maps up to 14 wide and, at batch 1, the 1x1 stride-2 ones of 128
-//! channels and more (`CXR_LANES=0` turns it off). `prepared` holds the
+//! channels and more (`CXR_LANES=0` turns it off); in inference `stem` runs
+//! ResNet's 7x7 stem convolution on it fused with the max pool after it
+//! (`CXR_FUSED_STEM=0` turns that off). `prepared` holds the
 //! chosen kernel's weights, which `frozen` keeps for a model that only
 //! predicts. `adamw` is the optimizer's step as three
 //! in-place passes.
@@ -41,6 +43,7 @@ mod im2col;
 mod lanes;
 mod max_pool;
 mod prepared;
+mod stem;
 mod taps;
 mod winograd;
 
@@ -57,6 +60,9 @@ pub use direct::set_enabled as set_direct_enabled;
 pub use frozen::{inference_frozen, FrozenWeights};
 pub use lanes::set_enabled as set_lanes_enabled;
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
+pub use stem::{
+    applies as stem_applies, conv2d_affine_max_pool, set_enabled as set_fused_stem_enabled,
+};
 pub use winograd::set_enabled as set_winograd_enabled;
 
 use candle_core::backend::BackendStorage;

@@ -2,7 +2,7 @@
 //! residual add and ReLU: the one place that chooses between the fused
 //! inference kernel and the separate, differentiable ops.
 
-use super::{BatchNorm, Conv2d};
+use super::{max_pool_3x3_s2_p1, BatchNorm, Conv2d};
 use crate::kernels;
 use candle_core::{Result, Tensor};
 
@@ -20,18 +20,14 @@ pub fn conv_bn(
 ) -> Result<Tensor> {
     let w = conv.weight.as_tensor();
     if !train && kernels::in_inference() && kernels::conv_affine_applies(x, w) {
-        let (scale, shift) = bn.folded()?;
-        let shift = match &conv.bias {
-            Some(b) => (shift + b.as_tensor().mul(&scale)?)?,
-            None => shift,
-        };
+        let (scale, shift) = folded(conv, bn)?;
         return kernels::conv2d_affine(
             x,
             w,
             conv.stride,
             conv.padding,
-            scale.to_vec1()?,
-            shift.to_vec1()?,
+            scale,
+            shift,
             residual,
             relu,
         );
@@ -49,6 +45,41 @@ pub fn conv_bn(
             }
         }
     }
+}
+
+/// `max_pool_3x3_s2_p1(relu(bn(conv(x))))`, ResNet's stem. In eval mode
+/// inside [`kernels::inference`], f32 on the CPU, one fused pass when
+/// [`kernels::stem_applies`]; else [`conv_bn`] and then the pool.
+pub fn conv_bn_relu_max_pool(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    x: &Tensor,
+    train: bool,
+) -> Result<Tensor> {
+    let w = conv.weight.as_tensor();
+    if !train && kernels::in_inference() && kernels::stem_applies(x, w, conv.stride, conv.padding) {
+        let (scale, shift) = folded(conv, bn)?;
+        return kernels::conv2d_affine_max_pool(
+            x,
+            w,
+            (conv.stride, conv.padding),
+            scale,
+            shift,
+            true,
+        );
+    }
+    max_pool_3x3_s2_p1(&conv_bn(conv, bn, x, train, None, true)?)
+}
+
+/// The eval-mode batch norm (and the conv's bias) as a per-channel
+/// `scale` and `shift` of the convolution's output.
+fn folded(conv: &Conv2d, bn: &BatchNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (scale, shift) = bn.folded()?;
+    let shift = match &conv.bias {
+        Some(b) => (shift + b.as_tensor().mul(&scale)?)?,
+        None => shift,
+    };
+    Ok((scale.to_vec1()?, shift.to_vec1()?))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod pool;
 
 pub use batch_norm::{BatchNorm, BN_EPS};
 pub use conv::Conv2d;
-pub use conv_bn::conv_bn;
+pub use conv_bn::{conv_bn, conv_bn_relu_max_pool};
 pub use dropout::Dropout;
 pub use linear::Linear;
 pub use pool::{adaptive_avg_pool, adaptive_concat_pool, avg_pool2_ceil, max_pool_3x3_s2_p1};
