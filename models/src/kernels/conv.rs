@@ -63,6 +63,24 @@ pub(super) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a 
     super::contiguous_f32(s, l, "conv", what)
 }
 
+/// The batch size, output channels and geometry of the convolution of an
+/// input laid out as `x` by a kernel laid out as `w` (`stride`, `pad`), or
+/// the error `op` gives when the two do not fit.
+pub(super) fn conv_of(
+    x: &Layout,
+    w: &Layout,
+    stride: usize,
+    pad: usize,
+    op: &str,
+) -> Result<(usize, usize, ConvGeom)> {
+    let (n, c, h, wd) = x.shape().dims4()?;
+    let (o, c2, kh, kw) = w.shape().dims4()?;
+    if c != c2 {
+        candle_core::bail!("{op}: input has {c} channels, the kernel expects {c2}")
+    }
+    Ok((n, o, geom((c, h, wd), (kh, kw), stride, pad)?))
+}
+
 pub(super) fn geom(
     x: (usize, usize, usize),
     k: (usize, usize),
@@ -424,12 +442,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, wd) = l1.shape().dims4()?;
-        let (o, c2, kh, kw) = l2.shape().dims4()?;
-        if c != c2 {
-            candle_core::bail!("conv2d: input has {c} channels, the kernel expects {c2}")
-        }
-        let g = geom((c, h, wd), (kh, kw), self.stride, self.pad)?;
+        let (n, o, g) = conv_of(l1, l2, self.stride, self.pad, "conv2d")?;
         let y = conv_forward(f32s(s1, l1, "input")?, f32s(s2, l2, "weight")?, n, o, &g);
         Ok((CpuStorage::F32(y), Shape::from((n, o, g.oh, g.ow))))
     }

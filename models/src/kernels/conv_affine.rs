@@ -7,7 +7,7 @@
 //! It has no backward: the layers use it only inside [`super::inference`],
 //! where nothing asks for gradients (Grad-CAM, which does, runs the plain ops).
 
-use super::conv::{conv_forward_affine, f32s, geom};
+use super::conv::{conv_forward_affine, conv_of, f32s};
 use super::prepared::Prepared;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
@@ -42,14 +42,7 @@ pub fn conv2d_affine(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
-    let o = w.dim(0)?;
-    if scale.len() != o || shift.len() != o {
-        candle_core::bail!(
-            "conv+bn: {o} output channels but {} scales and {} shifts",
-            scale.len(),
-            shift.len()
-        )
-    }
+    check_affine(w.dim(0)?, &scale, &shift, "conv+bn")?;
     let prepared = super::frozen::prepared_forward(x, w, stride, pad)?;
     let op = Affine {
         stride,
@@ -66,6 +59,19 @@ pub fn conv2d_affine(
     }
 }
 
+/// That `scale` and `shift` hold one value per output channel (`o`), or
+/// `op`'s error.
+pub(super) fn check_affine(o: usize, scale: &[f32], shift: &[f32], op: &str) -> Result<()> {
+    if scale.len() != o || shift.len() != o {
+        candle_core::bail!(
+            "{op}: {o} output channels but {} scales and {} shifts",
+            scale.len(),
+            shift.len()
+        )
+    }
+    Ok(())
+}
+
 impl Affine {
     fn run(
         &self,
@@ -73,12 +79,7 @@ impl Affine {
         (s2, l2): (&CpuStorage, &Layout),
         residual: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, wd) = l1.shape().dims4()?;
-        let (o, c2, kh, kw) = l2.shape().dims4()?;
-        if c != c2 {
-            candle_core::bail!("conv2d: input has {c} channels, the kernel expects {c2}")
-        }
-        let g = geom((c, h, wd), (kh, kw), self.stride, self.pad)?;
+        let (n, o, g) = conv_of(l1, l2, self.stride, self.pad, "conv2d")?;
         let shape = Shape::from((n, o, g.oh, g.ow));
         let r = match residual {
             Some((s, l)) if l.shape() == &shape => Some(f32s(s, l, "residual")?),

@@ -14,7 +14,8 @@
 //!
 //! It has no backward: the layers use it only inside [`super::inference`].
 
-use super::conv::{f32s, geom, per_image, with_scratch};
+use super::conv::{conv_of, f32s, geom, per_image, with_scratch};
+use super::conv_affine::check_affine;
 use super::direct::Post;
 use super::im2col::ConvGeom;
 use super::lanes;
@@ -62,14 +63,7 @@ pub fn conv2d_affine_max_pool(
     shift: Vec<f32>,
     relu: bool,
 ) -> Result<Tensor> {
-    let o = w.dim(0)?;
-    if scale.len() != o || shift.len() != o {
-        candle_core::bail!(
-            "stem: {o} output channels but {} scales and {} shifts",
-            scale.len(),
-            shift.len()
-        )
-    }
+    check_affine(w.dim(0)?, &scale, &shift, "stem")?;
     let prepared = super::frozen::prepared_for(x, w, stride, pad, |_, _| Some(Kernel::Lanes))?;
     let op = Stem {
         stride,
@@ -104,12 +98,7 @@ impl CustomOp2 for Stem {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, wd) = l1.shape().dims4()?;
-        let (o, c2, kh, kw) = l2.shape().dims4()?;
-        if c != c2 {
-            candle_core::bail!("stem: input has {c} channels, the kernel expects {c2}")
-        }
-        let g = geom((c, h, wd), (kh, kw), self.stride, self.pad)?;
+        let (n, o, g) = conv_of(l1, l2, self.stride, self.pad, "stem")?;
         let (x, w) = (f32s(s1, l1, "input")?, f32s(s2, l2, "weight")?);
         let owned;
         let packed = match self.prepared.as_deref() {
@@ -126,7 +115,7 @@ impl CustomOp2 for Stem {
         };
         let (ph, pw) = (out_len(g.oh), out_len(g.ow));
         let mut y = vec![0.0f32; n * o * ph * pw];
-        let per_in = c * h * wd;
+        let per_in = g.c * g.h * g.w;
         per_image(&mut y, n, |i, yi, t| {
             let xi = &x[i * per_in..(i + 1) * per_in];
             with_scratch(packed.scratch_len(), |s| {
