@@ -128,10 +128,7 @@ impl Packed {
             assert_eq!(r.len(), y.len(), "lanes conv: residual size");
         }
         let xp = self.pad(x, scratch);
-        let all = View {
-            rows: 0..g.oh,
-            plane,
-        };
+        let all = View { first: 0, plane };
         // Work items: a channel block's tiles in `groups` runs, so that
         // there are at least two items per thread.
         let (blocks, tiles) = (self.o.div_ceil(OB), plane.div_ceil(P));
@@ -165,7 +162,10 @@ impl Packed {
         if let Some(r) = post.residual {
             assert_eq!(r.len(), y.len(), "lanes conv: residual size");
         }
-        let view = View { rows, plane };
+        let view = View {
+            first: rows.start * g.ow,
+            plane,
+        };
         let out = Out(y.as_mut_ptr());
         for ob in 0..self.o.div_ceil(OB) {
             // SAFETY: the tiles cover this view's positions, written only here;
@@ -206,7 +206,7 @@ impl Packed {
         let (hp, wp) = self.padded();
         let taps = g.kh * g.kw;
         let w = self.w[ob * g.c * taps * OB..].as_ptr();
-        let (plane, q0) = (view.plane, view.rows.start * g.ow);
+        let (plane, q0) = (view.plane, view.first);
         let chunk = (L1_WEIGHTS / (taps * OB)).max(1);
         let mut sums = [[[0.0f32; OB]; P]; GROUP];
         for first in range.clone().step_by(GROUP) {
@@ -280,10 +280,10 @@ impl Packed {
     }
 }
 
-/// The output rows a call computes, and the values per channel of the
-/// buffer they go to.
+/// Where a call's outputs start in the flattened output plane (`first`),
+/// and the values per channel of the buffer they go to (`plane`).
 struct View {
-    rows: Range<usize>,
+    first: usize,
     plane: usize,
 }
 
