@@ -171,9 +171,14 @@ impl Network {
     /// Class probabilities in eval mode.
     pub fn predict_proba(&self, x: &Tensor) -> Result<Tensor> {
         let run = || candle_nn::ops::softmax_last_dim(&self.forward_t(x, false)?);
-        match &self.frozen {
+        let predict = || match &self.frozen {
             Some(cache) => crate::kernels::inference_frozen(cache, run),
             None => crate::kernels::inference(run),
+        };
+        if crate::kernels::takes(&[x]) {
+            crate::kernels::hot_pool(predict)
+        } else {
+            predict()
         }
     }
 

@@ -71,24 +71,48 @@ fn lane_sums(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, 
     (s0.iter().sum(), s1.iter().sum())
 }
 
-/// `y = relu?(x * a[c] + b[c])` over a contiguous (N, C, S) buffer.
-fn affine(x: &[f32], a: &[f32], b: &[f32], c: usize, s: usize, relu: bool) -> Vec<f32> {
+/// `y = relu?(x * a[c] + b[c] + r?)` over a contiguous (N, C, S) buffer,
+/// `r` (a residual, same layout as `x`) optional.
+fn affine(
+    x: &[f32],
+    a: &[f32],
+    b: &[f32],
+    r: Option<&[f32]>,
+    c: usize,
+    s: usize,
+    relu: bool,
+) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(s.max(1) * 16.min(c))
-        .zip(x.par_chunks(s.max(1) * 16.min(c)))
+    let chunk = s.max(1) * 16.min(c);
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
         .enumerate()
         .for_each(|(k, (yc, xc))| {
             let first = k * 16.min(c);
             for (p, (yp, xp)) in yc.chunks_mut(s).zip(xc.chunks(s)).enumerate() {
                 let ch = (first + p) % c;
                 let (ai, bi) = (a[ch], b[ch]);
-                if relu {
-                    for (o, v) in yp.iter_mut().zip(xp) {
-                        *o = (v * ai + bi).max(0.0);
+                let start = k * chunk + p * s;
+                match (r.map(|r| &r[start..start + xp.len()]), relu) {
+                    (Some(rp), true) => {
+                        for ((o, v), rv) in yp.iter_mut().zip(xp).zip(rp) {
+                            *o = (v * ai + bi + rv).max(0.0);
+                        }
                     }
-                } else {
-                    for (o, v) in yp.iter_mut().zip(xp) {
-                        *o = v * ai + bi;
+                    (Some(rp), false) => {
+                        for ((o, v), rv) in yp.iter_mut().zip(xp).zip(rp) {
+                            *o = v * ai + bi + rv;
+                        }
+                    }
+                    (None, true) => {
+                        for (o, v) in yp.iter_mut().zip(xp) {
+                            *o = (v * ai + bi).max(0.0);
+                        }
+                    }
+                    (None, false) => {
+                        for (o, v) in yp.iter_mut().zip(xp) {
+                            *o = v * ai + bi;
+                        }
                     }
                 }
             }
@@ -182,7 +206,7 @@ impl CustomOp3 for BnTrain {
         let a: Vec<f32> = (0..c).map(|k| w[k] * self.inv[k]).collect();
         let sh: Vec<f32> = (0..c).map(|k| b[k] - self.mean[k] * a[k]).collect();
         Ok((
-            CpuStorage::F32(affine(x, &a, &sh, c, s, self.relu)),
+            CpuStorage::F32(affine(x, &a, &sh, None, c, s, self.relu)),
             l1.shape().clone(),
         ))
     }
@@ -197,10 +221,12 @@ impl CustomOp3 for BnTrain {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = self.mean.len();
         let op = BnTrainBackward {
-            mean: self.mean.clone(),
-            inv: self.inv.clone(),
-            w: w.to_vec1::<f32>()?,
-            b: b.to_vec1::<f32>()?,
+            p: BnSaved {
+                mean: self.mean.clone(),
+                inv: self.inv.clone(),
+                w: w.to_vec1::<f32>()?,
+                b: b.to_vec1::<f32>()?,
+            },
             relu: self.relu,
         };
         let packed = dy.contiguous()?.apply_op2_no_bwd(&x.contiguous()?, &op)?;
@@ -214,10 +240,7 @@ impl CustomOp3 for BnTrain {
 
 /// `(dy, x) -> [dx..., dweight (C), dbias (C)]` in one flat f32 tensor.
 struct BnTrainBackward {
-    mean: Vec<f32>,
-    inv: Vec<f32>,
-    w: Vec<f32>,
-    b: Vec<f32>,
+    p: BnSaved,
     relu: bool,
 }
 
@@ -238,12 +261,42 @@ impl CustomOp2 for BnTrainBackward {
         if dy.len() != x.len() {
             candle_core::bail!("batch norm backward: gradient and input sizes differ")
         }
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (dx, tail) = out.split_at_mut(x.len());
+        self.p.backward(dy, x, (n, c, s), self.relu, dx, tail);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// What a train-mode batch norm's backward needs of its forward: the batch
+/// statistics (`inv` = 1 / sqrt(var + eps)) and the weight and bias.
+#[derive(Clone)]
+struct BnSaved {
+    mean: Vec<f32>,
+    inv: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl BnSaved {
+    /// Writes the input gradient of `x` ((N, C, S)) into `dx` and
+    /// `[dweight (C), dbias (C)]` into `tail`, for the output gradient `dy`
+    /// (of `relu(bn(x))` when `relu`, else of `bn(x)`).
+    fn backward(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        (n, c, s): (usize, usize, usize),
+        relu: bool,
+        dx: &mut [f32],
+        tail: &mut [f32],
+    ) {
         let m = (n * s) as f64;
         // The forward's map per channel: y = x * a + sh (the ReLU mask is
         // taken from the same expression, so it agrees with the forward's).
         let a: Vec<f32> = (0..c).map(|k| self.w[k] * self.inv[k]).collect();
         let sh: Vec<f32> = (0..c).map(|k| self.b[k] - self.mean[k] * a[k]).collect();
-        let relu = self.relu;
         // Pass 1: per channel, sum(g) (= dbias) and sum(g * xhat) (= dweight),
         // g being the gradient that reaches the normalised value.
         let sums: Vec<(f32, f32)> = (0..c)
@@ -264,8 +317,6 @@ impl CustomOp2 for BnTrainBackward {
             })
             .collect();
         // Pass 2: dx = w * inv * (g - sum(g)/M - xhat * sum(g xhat)/M).
-        let mut out = vec![0f32; x.len() + 2 * c];
-        let (dx, tail) = out.split_at_mut(x.len());
         dx.par_chunks_mut(s)
             .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
             .enumerate()
@@ -284,6 +335,141 @@ impl CustomOp2 for BnTrainBackward {
             tail[ch] = sums[ch].1;
             tail[c + ch] = sums[ch].0;
         }
+    }
+}
+
+/// Train-mode `relu(bn(x) + r)`, a ResNet block's end, in one pass of
+/// `x` and `r` (f32, CPU, same shape); differentiable in x, weight, bias and
+/// r. Apart, the add and the ReLU are two more passes forward and some ten
+/// backward (candle's ReLU gradient builds a zero tensor, a mask, its f32
+/// copy and a product; each of the add's two inputs gets a zero tensor plus
+/// a sum).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train_add_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mean: Vec<f32>,
+    var: &[f32],
+    eps: f64,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    if residual.shape() != x.shape() {
+        candle_core::bail!(
+            "batch norm + residual: input {:?} but residual {:?}",
+            x.dims(),
+            residual.dims()
+        )
+    }
+    let inv = var
+        .iter()
+        .map(|v| (1.0 / (*v as f64 + eps).sqrt()) as f32)
+        .collect();
+    // CustomOp3 takes three inputs: weight and bias travel as one tensor.
+    let wb = Tensor::cat(&[weight, bias], 0)?;
+    x.contiguous()?
+        .apply_op3(&wb, &residual.contiguous()?, BnTrainAddRelu { mean, inv })
+}
+
+struct BnTrainAddRelu {
+    mean: Vec<f32>,
+    inv: Vec<f32>,
+}
+
+impl CustomOp3 for BnTrainAddRelu {
+    fn name(&self) -> &'static str {
+        "cxr-batch-norm-train-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, s) = ncs(l1.shape())?;
+        let (x, wb, r) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
+        if wb.len() != 2 * c || self.mean.len() != c || r.len() != x.len() {
+            candle_core::bail!(
+                "batch norm + residual: {c} channels but {} weights",
+                wb.len()
+            )
+        }
+        let (w, b) = wb.split_at(c);
+        let a: Vec<f32> = (0..c).map(|k| w[k] * self.inv[k]).collect();
+        let sh: Vec<f32> = (0..c).map(|k| b[k] - self.mean[k] * a[k]).collect();
+        Ok((
+            CpuStorage::F32(affine(x, &a, &sh, Some(r), c, s, true)),
+            l1.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        _r: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = self.mean.len();
+        let wb = wb.to_vec1::<f32>()?;
+        let op = BnAddReluBackward(BnSaved {
+            mean: self.mean.clone(),
+            inv: self.inv.clone(),
+            w: wb[..c].to_vec(),
+            b: wb[c..].to_vec(),
+        });
+        let packed =
+            dy.contiguous()?
+                .apply_op3_no_bwd(&x.contiguous()?, &res.contiguous()?, &op)?;
+        let len = x.elem_count();
+        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dr = packed.narrow(0, len, len)?.reshape(x.shape())?;
+        let dwb = packed.narrow(0, 2 * len, 2 * c)?;
+        Ok((Some(dx), Some(dwb), Some(dr)))
+    }
+}
+
+/// `(dy, x, y) -> [dx..., dr..., dweight (C), dbias (C)]` in one flat f32
+/// tensor, `y` being the forward's output: the ReLU passes the gradient
+/// where `y > 0`, and that masked gradient is the residual's.
+struct BnAddReluBackward(BnSaved);
+
+impl CustomOp3 for BnAddReluBackward {
+    fn name(&self) -> &'static str {
+        "cxr-batch-norm-add-relu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, s) = ncs(l2.shape())?;
+        let (dy, x, y) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
+        if dy.len() != x.len() || y.len() != x.len() {
+            candle_core::bail!("batch norm + residual backward: gradient and input sizes differ")
+        }
+        let mut out = vec![0f32; 2 * x.len() + 2 * c];
+        let (dx, rest) = out.split_at_mut(x.len());
+        let (dr, tail) = rest.split_at_mut(x.len());
+        let chunk = s.max(1) * 16;
+        dr.par_chunks_mut(chunk)
+            .zip(dy.par_chunks(chunk).zip(y.par_chunks(chunk)))
+            .for_each(|(d, (g, o))| {
+                for ((d, &g), &o) in d.iter_mut().zip(g).zip(o) {
+                    *d = if o > 0.0 { g } else { 0.0 };
+                }
+            });
+        self.0.backward(dr, x, (n, c, s), false, dx, tail);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -308,7 +494,15 @@ impl CustomOp1 for BnEval {
                 self.scale.len()
             )
         }
-        let y = affine(f32s(s1, l1)?, &self.scale, &self.shift, c, s, self.relu);
+        let y = affine(
+            f32s(s1, l1)?,
+            &self.scale,
+            &self.shift,
+            None,
+            c,
+            s,
+            self.relu,
+        );
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -395,6 +589,63 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `relu(bn(x) + r)` in one op equals candle's ops, forward and the
+    /// gradients of x, weight, bias and the residual.
+    #[test]
+    fn train_add_relu_matches_tensor_ops_forward_and_backward() -> Result<()> {
+        let dev = Device::Cpu;
+        for shape in [vec![4, 3, 5, 7], vec![2, 20, 3, 3], vec![3, 18, 4, 4]] {
+            let c = shape[1];
+            let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, shape.as_slice(), &dev)? + 0.5)?)?;
+            let r = Var::from_tensor(&Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?)?;
+            let w = Var::from_tensor(&Tensor::randn(1f32, 0.3, c, &dev)?)?;
+            let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, c, &dev)?)?;
+            let (mean, var) = batch_stats(x.as_tensor())?;
+            let ours = batch_norm_train_add_relu(
+                x.as_tensor(),
+                w.as_tensor(),
+                b.as_tensor(),
+                mean,
+                &var,
+                1e-5,
+                r.as_tensor(),
+            )?;
+            let theirs = (reference(x.as_tensor(), w.as_tensor(), b.as_tensor(), false)?
+                + r.as_tensor())?
+            .relu()?;
+            let d = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "{shape:?}: forward differs by {d}");
+            let zeros = theirs.eq(0f32)?.to_dtype(DType::F32)?.mean_all()?;
+            let zeros = zeros.to_scalar::<f32>()?;
+            assert!(
+                (0.1..0.9).contains(&zeros),
+                "{shape:?}: ReLU zeroes {zeros}"
+            );
+            let g = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
+            let go = (ours * &g)?.sum_all()?.backward()?;
+            let gt = (theirs * &g)?.sum_all()?.backward()?;
+            for (what, v) in [("x", &x), ("weight", &w), ("bias", &b), ("residual", &r)] {
+                let (a, e) = (go.get(v).expect("ours"), gt.get(v).expect("reference"));
+                let scale = e.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-3);
+                let d = (a - e)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+                assert!(
+                    d < 1e-3,
+                    "{shape:?}: {what} gradient differs by {d} (relative)"
+                );
+            }
+        }
+        let x = Tensor::zeros((2, 3, 4, 4), DType::F32, &dev)?;
+        let (w, b) = (
+            Tensor::ones(3, DType::F32, &dev)?,
+            Tensor::zeros(3, DType::F32, &dev)?,
+        );
+        let wrong = Tensor::zeros((2, 3, 4, 5), DType::F32, &dev)?;
+        let err = batch_norm_train_add_relu(&x, &w, &b, vec![0.0; 3], &[1.0; 3], 1e-5, &wrong)
+            .expect_err("a residual of another shape");
+        assert!(err.to_string().contains("residual"), "{err}");
         Ok(())
     }
 

@@ -24,7 +24,8 @@
 //! (`CXR_FUSED_STEM=0` turns that off). `prepared` holds the
 //! chosen kernel's weights, which `frozen` keeps for a model that only
 //! predicts. `adamw` is the optimizer's step as three
-//! in-place passes.
+//! in-place passes. `hot_pool` runs a prediction with the other rayon
+//! workers polling for work between its ops (`CXR_HOT_POOL=0` turns it off).
 //!
 //! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
 //! half precision) goes to candle's ops, so the model code is the same
@@ -39,6 +40,7 @@ mod direct;
 mod direct_weight_grad;
 mod frozen;
 mod gemm;
+mod hot_pool;
 mod im2col;
 mod lanes;
 mod max_pool;
@@ -49,7 +51,8 @@ mod winograd;
 
 pub use adamw::{adamw_step, applies as adamw_applies, AdamWStep};
 pub use batch_norm::{
-    applies as batch_norm_applies, batch_norm_eval, batch_norm_train, batch_stats, channel_stats,
+    applies as batch_norm_applies, batch_norm_eval, batch_norm_train, batch_norm_train_add_relu,
+    batch_stats, channel_stats,
 };
 pub use conv::{
     conv2d, conv_input_grad_op as conv_input_grad, conv_weight_grad_op as conv_weight_grad,
@@ -58,6 +61,7 @@ pub use conv::{
 pub use conv_affine::{applies as conv_affine_applies, conv2d_affine};
 pub use direct::set_enabled as set_direct_enabled;
 pub use frozen::{inference_frozen, FrozenWeights};
+pub use hot_pool::{hot_pool, set_enabled as set_hot_pool_enabled};
 pub use lanes::set_enabled as set_lanes_enabled;
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
 pub use stem::{

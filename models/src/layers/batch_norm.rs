@@ -83,6 +83,43 @@ impl BatchNorm {
         self.forward_impl(x, train, true)
     }
 
+    /// `relu(bn(x) + r)`, a residual block's end: in train mode on the CPU
+    /// kernels one fused op, else the layers one by one.
+    pub fn forward_add_relu_t(&self, x: &Tensor, r: &Tensor, train: bool) -> Result<Tensor> {
+        if !(train && kernels::batch_norm_applies(x) && kernels::batch_norm_applies(r)) {
+            return (self.forward_t(x, train)? + r)?.relu();
+        }
+        let (mean, var) = self.train_stats(x)?;
+        kernels::batch_norm_train_add_relu(
+            x,
+            self.weight.as_tensor(),
+            self.bias.as_tensor(),
+            mean,
+            &var,
+            self.eps,
+            r,
+        )
+    }
+
+    /// The batch statistics of `x` (f32, CPU), the running ones updated.
+    fn train_stats(&self, x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+        let c = x.dim(1)?;
+        let (n, per) = (x.dim(0)?, x.elem_count() / (x.dim(0)? * c).max(1));
+        if n * per < 2 {
+            candle_core::bail!(
+                "batch norm in train mode needs more than one value per channel (batch of {n})"
+            )
+        }
+        let (mean, var) = kernels::batch_stats(x)?;
+        let dev = x.device();
+        self.update_running(
+            &Tensor::from_slice(&mean, c, dev)?,
+            &Tensor::from_slice(&var, c, dev)?,
+            n * per,
+        )?;
+        Ok((mean, var))
+    }
+
     fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if kernels::batch_norm_applies(x) {
             return self.forward_kernels(x, train, relu);
@@ -97,21 +134,8 @@ impl BatchNorm {
 
     /// f32 on the CPU: cxr's fused kernels.
     fn forward_kernels(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let c = x.dim(1)?;
         if train {
-            let (n, per) = (x.dim(0)?, x.elem_count() / (x.dim(0)? * c).max(1));
-            if n * per < 2 {
-                candle_core::bail!(
-                    "batch norm in train mode needs more than one value per channel (batch of {n})"
-                )
-            }
-            let (mean, var) = kernels::batch_stats(x)?;
-            let dev = x.device();
-            self.update_running(
-                &Tensor::from_slice(&mean, c, dev)?,
-                &Tensor::from_slice(&var, c, dev)?,
-                n * per,
-            )?;
+            let (mean, var) = self.train_stats(x)?;
             kernels::batch_norm_train(
                 x,
                 self.weight.as_tensor(),

@@ -36,14 +36,8 @@ pub fn conv_bn(
     match residual {
         None if relu => bn.forward_relu_t(&y, train),
         None => bn.forward_t(&y, train),
-        Some(r) => {
-            let y = (bn.forward_t(&y, train)? + r)?;
-            if relu {
-                y.relu()
-            } else {
-                Ok(y)
-            }
-        }
+        Some(r) if relu => bn.forward_add_relu_t(&y, r, train),
+        Some(r) => bn.forward_t(&y, train)? + r,
     }
 }
 

@@ -1,0 +1,83 @@
+//! A latency-bound section (one batch-1 prediction: some sixty ops of well
+//! under a millisecond, each split over the threads) run with rayon's other
+//! workers kept polling for work instead of going to sleep between ops.
+//!
+//! Called from outside the pool, every parallel op parks the calling thread
+//! on a lock until the workers finish, and a worker idle for some tens of
+//! microseconds (the gap between two ops) parks too: each op then pays for
+//! waking threads through the kernel, which perf put at about a tenth of a
+//! batch-1 inference (`__schedule`, `futex`, `sched_yield`). Here the section
+//! runs on a worker thread, and each other worker runs a helper that takes
+//! any pending pool work (`rayon::yield_now`) until the section ends, as
+//! onnxruntime's spinning thread pool does. `CXR_HOT_POOL=0` turns it off.
+
+use super::Switch;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static SWITCH: Switch = Switch::new("CXR_HOT_POOL", "0");
+
+/// Turns the hot pool on or off for the whole process (benchmarks).
+pub fn set_enabled(on: bool) {
+    SWITCH.set(on);
+}
+
+/// Runs `f` on a rayon worker while the pool's other workers poll for work.
+pub fn hot_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || !SWITCH.on() {
+        return f();
+    }
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        let owner = rayon::current_thread_index();
+        for _ in 1..threads {
+            let done = &done;
+            s.spawn(move |_| {
+                // The section's own worker may pop a helper while it waits
+                // inside `f`; spinning there would never let `f` finish.
+                if rayon::current_thread_index() == owner {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        /// Ends the helpers however `f` ends (a panic too).
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _done = Done(&done);
+        f()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    /// The section's result comes back, nested parallel work inside it
+    /// completes, and a panic inside it reaches the caller instead of
+    /// leaving helpers spinning.
+    #[test]
+    fn runs_nested_parallel_work_and_ends_on_panic() {
+        let sum: u64 = hot_pool(|| (0..10_000u64).into_par_iter().map(|v| v * 2).sum());
+        assert_eq!(sum, 99_990_000);
+        let nested = hot_pool(|| hot_pool(|| rayon::join(|| 1, || 2)));
+        assert_eq!(nested, (1, 2));
+        let r = std::panic::catch_unwind(|| {
+            hot_pool(|| {
+                (0..64)
+                    .into_par_iter()
+                    .for_each(|i| assert_ne!(i, 63, "boom"));
+            })
+        });
+        assert!(r.is_err());
+    }
+}
