@@ -34,9 +34,12 @@ fn configure_allocator(long_running: bool) {
 /// cores that rayon's workers run cxr's kernels on; with three threads on
 /// two cores the steps spread. One thread for candle's ops (they are a
 /// small part of a step): train b16@128 median step 382 vs 424 ms (5
-/// interleaved pairs of 8 steps). An explicit CANDLE_NUM_THREADS wins.
+/// interleaved pairs of 8 steps). An explicit CANDLE_NUM_THREADS wins, and
+/// with `CXR_KERNELS=candle` (candle's ops only, for comparison) candle keeps
+/// its own default.
 fn configure_candle_threads() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+    let candle_only = std::env::var("CXR_KERNELS").as_deref() == Ok("candle");
+    if !candle_only && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Before any other thread exists: nothing reads the environment concurrently.
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
