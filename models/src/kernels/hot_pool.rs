@@ -1,6 +1,8 @@
-//! A latency-bound section (one batch-1 prediction: some sixty ops of well
-//! under a millisecond, each split over the threads) run with rayon's other
-//! workers kept polling for work instead of going to sleep between ops.
+//! A section of many parallel ops (a prediction, a training step) run with
+//! rayon's other workers kept polling for work instead of going to sleep
+//! between ops. It matters most where the ops are short (batch 1: some sixty
+//! ops of well under a millisecond) or where serial work sits between them
+//! (a training step's candle ops and bookkeeping).
 //!
 //! Called from outside the pool, every parallel op parks the calling thread
 //! on a lock until the workers finish, and a worker idle for some tens of
@@ -9,7 +11,9 @@
 //! batch-1 inference (`__schedule`, `futex`, `sched_yield`). Here the section
 //! runs on a worker thread, and each other worker runs a helper that takes
 //! any pending pool work (`rayon::yield_now`) until the section ends, as
-//! onnxruntime's spinning thread pool does. `CXR_HOT_POOL=0` turns it off.
+//! onnxruntime's spinning thread pool does: batch-1 inference min 18.0 vs
+//! 19.1 ms, a b16@128 training step median ~350 vs ~379 ms (interleaved
+//! pairs). `CXR_HOT_POOL=0` turns it off.
 
 use super::Switch;
 use std::sync::atomic::{AtomicBool, Ordering};

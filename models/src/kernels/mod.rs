@@ -24,8 +24,9 @@
 //! (`CXR_FUSED_STEM=0` turns that off). `prepared` holds the
 //! chosen kernel's weights, which `frozen` keeps for a model that only
 //! predicts. `adamw` is the optimizer's step as three
-//! in-place passes. `hot_pool` runs a prediction with the other rayon
-//! workers polling for work between its ops (`CXR_HOT_POOL=0` turns it off).
+//! in-place passes. `hot_pool` runs a prediction or a training step with
+//! the other rayon workers polling for work between its ops (`CXR_HOT_POOL=0`
+//! turns it off).
 //!
 //! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
 //! half precision) goes to candle's ops, so the model code is the same
