@@ -415,6 +415,58 @@ impl Packed {
     }
 }
 
+/// Plain sums over only the first `16 * NV` of a tile's positions:
+/// `acc[r * TILE + j] = sum_k w[k * R + r] * x[offs[k] + j]` for `j < 16 * NV`
+/// (the rest of `acc` untouched).
+pub(crate) type SumsFn = unsafe fn(*const f32, &[u32], *const f32, *mut f32);
+
+/// A narrower register tile for the first `positions` (fewer than [`TILE`])
+/// of a tile, when AVX-512 has one that covers them: a Winograd band's last
+/// tile often holds a few tile positions only (one of 49 at 28x28, batch 1),
+/// and the full tile would compute all [`TILE`] for them.
+pub(crate) fn narrow_sums(positions: usize) -> Option<SumsFn> {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        return match positions.div_ceil(16) {
+            1 => Some(avx512_sums::<1>),
+            2 => Some(avx512_sums::<2>),
+            _ => None,
+        };
+    }
+    let _ = positions;
+    None
+}
+
+/// # Safety
+/// As [`portable_tile`] for `16 * NV` positions, without a store; the CPU
+/// has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_sums<const NV: usize>(x: *const f32, offs: &[u32], w: *const f32, acc: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut sums = [[_mm512_setzero_ps(); NV]; R];
+    let mut wp = w;
+    for &off in offs {
+        let xp = x.add(off as usize);
+        let mut xv = [_mm512_setzero_ps(); NV];
+        for (v, xr) in xv.iter_mut().enumerate() {
+            *xr = _mm512_loadu_ps(xp.add(16 * v));
+        }
+        for (r, row) in sums.iter_mut().enumerate() {
+            let wr = _mm512_set1_ps(*wp.add(r));
+            for (a, xr) in row.iter_mut().zip(&xv) {
+                *a = _mm512_fmadd_ps(wr, *xr, *a);
+            }
+        }
+        wp = wp.add(R);
+    }
+    for (r, row) in sums.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            _mm512_storeu_ps(acc.add(r * TILE + 16 * v), *a);
+        }
+    }
+}
+
 pub(crate) fn best_kernel() -> TileFn {
     #[cfg(target_arch = "x86_64")]
     if avx512() {

@@ -46,12 +46,15 @@ impl Kernel {
 /// 1.40x, batch 16 1.17 to 1.27x (against GEMM); 3x3 stride 1 at batch 1,
 /// 14x14 1.18x (against direct), 7x7 1.33x (against GEMM); 1x1 stride 2 at
 /// batch 1, 128 and 256 channels 1.12 and 1.28x, but 64 channels 0.88x and
-/// batch 16 0.60 to 0.94x (the batched GEMM). Stride 1 only with kept
+/// batch 16 0.60 to 0.94x (the batched GEMM). (Kept Winograd, checked
+/// first, now takes the 14x14 one at batch 1: 16 tiles.) Stride 1 only with kept
 /// weights: transformed per call, Winograd and the batched GEMM were not
 /// measured against it. Not for 512 input channels (layer4's 3x3 stride-1
 /// convolutions, 1.33x at batch 1): their GEMM needs no copy of the weights,
 /// and a kept lanes copy of the three is 28 MB of the server's 300 MB budget
-/// (peak RSS at concurrency 32 was 277 MiB without it, `scripts/bench-serve.sh`).
+/// (peak RSS at concurrency 32 was 277 MiB without it, `scripts/bench-serve.sh`;
+/// with it and the kept Winograd weights of layer3 at batch 1, 307 MiB at
+/// concurrency 1, for 1 ms of a 16 ms batch-1 inference).
 fn lanes_suits(g: &ConvGeom, n: usize, kept: bool) -> bool {
     match (g.kh, g.stride) {
         (3, 2) => true,

@@ -52,22 +52,34 @@ pub fn set_enabled(on: bool) {
 
 /// Whether this path takes `g` over `n` images: AVX-512 present (the
 /// products run the direct kernel's AVX-512 tile), the path on, a 3x3
-/// stride-1 convolution padded by 1 (output size = input size), and at least
-/// one band's worth of tiles in the `n` images (fewer leave most of the
-/// products' register tile idle: 256 channels at 14x14, batch 1, took 2.7 ms
-/// against the direct kernel's 2.1 ms, frozen weights, min of 30).
+/// stride-1 convolution padded by 1 (output size = input size), and enough
+/// tiles: at least one band's worth in the `n` images (fewer took 2.7 ms
+/// against the direct kernel's 2.1 ms at 256 channels, 14x14, batch 1,
+/// frozen weights, min of 30, when a band's products always covered a full
+/// register tile), or with kept weights [`MIN_KEPT_TILES`] on fewer than
+/// 512 input channels.
 ///
 /// `kept`: the transformed weights are kept across calls (a frozen model,
 /// [`super::frozen`]), so transforming them costs nothing per call; then
 /// any map size qualifies. Transformed per call, the map must be at least
 /// [`MIN_SIDE`].
 pub fn applies(g: &ConvGeom, n: usize, kept: bool) -> bool {
+    let tiles = n * g.h.div_ceil(M) * g.w.div_ceil(M);
     direct::avx512()
         && SWITCH.on()
         && computes(g)
         && (kept || g.h.min(g.w) >= MIN_SIDE)
-        && n * g.h.div_ceil(M) * g.w.div_ceil(M) >= BAND
+        && (tiles >= BAND || (kept && tiles >= MIN_KEPT_TILES && g.c < 512))
 }
+
+/// With kept weights, this many tiles (one 16-lane vector of the products'
+/// tile, [`direct::narrow_sums`]) already pay: 256 channels at 14x14, batch
+/// 1 (16 tiles), took the whole batch-1 network from 16.0-16.2 to 15.1-15.3
+/// ms (min of 60 steps, 5 interleaved pairs) against the lanes kernel. Not
+/// for 512 input channels: their transformed weights are 38 MB per
+/// convolution (beyond the L3, and kept in the server's memory), read once
+/// per band.
+const MIN_KEPT_TILES: usize = 16;
 
 /// Whether the kernel computes `g` at all: 3x3, stride 1, padded by 1.
 fn computes(g: &ConvGeom) -> bool {
@@ -220,10 +232,11 @@ impl Weights {
             // SAFETY: each split writes V rows of its own channels only.
             unsafe { input_transform(fast, t, &runs, x4, cs, &vp) }
         });
+        let valid = (t.positions() - start).min(BAND);
         split(XI, threads, |xis| {
             for xi in xis {
                 // SAFETY: each split writes M rows of its own ξ only.
-                unsafe { self.products(t, offs, xi, &vp, &mp) }
+                unsafe { self.products(t, offs, xi, &vp, &mp, valid) }
             }
         });
         split(self.o, threads, |os| {
@@ -233,25 +246,32 @@ impl Weights {
         });
     }
 
-    /// `M[ξ] = U[ξ] V[ξ]` for the band in `v`.
+    /// `M[ξ] = U[ξ] V[ξ]` for the band in `v`, whose first `valid`
+    /// positions hold tiles (the products of the rest are not computed; a
+    /// chunk with fewer than [`TILE`] of them takes a narrower kernel when
+    /// there is one, [`direct::narrow_sums`]).
     ///
     /// # Safety
     /// `v` and `m` are one band's buffers ([`Tiles::band_len`]); no other
     /// thread writes `m`'s rows of this ξ meanwhile.
     /// `offs` are the input channels' rows (`c * PS`).
-    unsafe fn products(&self, t: &Tiles, offs: &[u32], xi: usize, v: &Out, m: &Out) {
+    unsafe fn products(&self, t: &Tiles, offs: &[u32], xi: usize, v: &Out, m: &Out, valid: usize) {
         let blocks = self.o.div_ceil(R);
-        for chunk in 0..BAND / TILE {
+        for chunk in 0..valid.div_ceil(TILE) {
+            let left = valid - chunk * TILE;
+            let narrow = if left < TILE {
+                direct::narrow_sums(left)
+            } else {
+                None
+            };
             for ob in 0..blocks {
                 let w = self.u[((ob * XI + xi) * t.c) * R..].as_ptr();
-                (self.kernel)(
-                    v.0.add(xi * t.c * PS + chunk * TILE),
-                    offs,
-                    w,
-                    m.0.add(t.m_at(xi, ob * R, chunk * TILE)),
-                    false,
-                    None,
-                );
+                let x = v.0.add(xi * t.c * PS + chunk * TILE);
+                let acc = m.0.add(t.m_at(xi, ob * R, chunk * TILE));
+                match narrow {
+                    Some(sums) => sums(x, offs, w, acc),
+                    None => (self.kernel)(x, offs, w, acc, false, None),
+                }
             }
         }
     }
@@ -844,7 +864,8 @@ mod tests {
     }
 
     /// Against the patch-matrix product: sides not a multiple of the tile,
-    /// rows split into phases in more than one step,
+    /// rows split into phases in more than one step, bands ending in a
+    /// partly filled register tile,
     /// channel counts not a multiple of the register tile, several images
     /// (bands crossing images), with and without the post map, one and
     /// several threads (band-parallel and step-parallel).
@@ -859,6 +880,11 @@ mod tests {
             (4, 8, 8, 11, 16),
             // Rows wider than one 64-column step of the phase split.
             (1, 2, 6, 135, 4),
+            // A band's last chunk: one tile (48 + 1, layer2 at batch 1), 45
+            // tiles (the full tile for part of a chunk); 4, 24 and 20 tiles
+            // above take the narrower kernels.
+            (1, 8, 28, 28, 16),
+            (1, 3, 20, 36, 8),
         ];
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
