@@ -71,6 +71,19 @@ fn lane_sums(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, 
     (s0.iter().sum(), s1.iter().sum())
 }
 
+/// A train-mode batch norm as the per-channel map `x * a + sh`: `a = w *
+/// inv`, `sh = b - mean * a` (`inv` = 1 / sqrt(var + eps)).
+fn folded(w: &[f32], b: &[f32], mean: &[f32], inv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let a: Vec<f32> = w.iter().zip(inv).map(|(w, i)| w * i).collect();
+    let sh = b
+        .iter()
+        .zip(mean)
+        .zip(&a)
+        .map(|((b, m), a)| b - m * a)
+        .collect();
+    (a, sh)
+}
+
 /// `y = relu?(x * a[c] + b[c] + r?)` over a contiguous (N, C, S) buffer,
 /// `r` (a residual, same layout as `x`) optional.
 fn affine(
@@ -203,8 +216,7 @@ impl CustomOp3 for BnTrain {
         if w.len() != c || b.len() != c || self.mean.len() != c {
             candle_core::bail!("batch norm: {c} channels but {} weights", w.len())
         }
-        let a: Vec<f32> = (0..c).map(|k| w[k] * self.inv[k]).collect();
-        let sh: Vec<f32> = (0..c).map(|k| b[k] - self.mean[k] * a[k]).collect();
+        let (a, sh) = folded(w, b, &self.mean, &self.inv);
         Ok((
             CpuStorage::F32(affine(x, &a, &sh, None, c, s, self.relu)),
             l1.shape().clone(),
@@ -295,8 +307,7 @@ impl BnSaved {
         let m = (n * s) as f64;
         // The forward's map per channel: y = x * a + sh (the ReLU mask is
         // taken from the same expression, so it agrees with the forward's).
-        let a: Vec<f32> = (0..c).map(|k| self.w[k] * self.inv[k]).collect();
-        let sh: Vec<f32> = (0..c).map(|k| self.b[k] - self.mean[k] * a[k]).collect();
+        let (a, sh) = folded(&self.w, &self.b, &self.mean, &self.inv);
         // Pass 1: per channel, sum(g) (= dbias) and sum(g * xhat) (= dweight),
         // g being the gradient that reaches the normalised value.
         let sums: Vec<(f32, f32)> = (0..c)
@@ -399,8 +410,7 @@ impl CustomOp3 for BnTrainAddRelu {
             )
         }
         let (w, b) = wb.split_at(c);
-        let a: Vec<f32> = (0..c).map(|k| w[k] * self.inv[k]).collect();
-        let sh: Vec<f32> = (0..c).map(|k| b[k] - self.mean[k] * a[k]).collect();
+        let (a, sh) = folded(w, b, &self.mean, &self.inv);
         Ok((
             CpuStorage::F32(affine(x, &a, &sh, Some(r), c, s, true)),
             l1.shape().clone(),
