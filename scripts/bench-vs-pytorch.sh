@@ -4,7 +4,8 @@
 # medians over rounds, ratios to cxr. Not a CI dependency: PyTorch and
 # onnxruntime come from a venv (scripts/setup-torch-venv.sh, from PyPI).
 #
-#   ROUNDS (default 3) interleaved rounds; ITERS (default 10) steps per run.
+#   ROUNDS (default 3) interleaved rounds; ITERS (default 10) steps per run
+#   (half for training at 224, five times for batch 1).
 #   CXR=path/to/cxr (default: target/release/cxr, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for c in "${CASES[@]}"; do
     read -r mode batch size <<<"$c"
     it=$ITERS; [[ $mode == train && $size -ge 224 ]] && it=$(( (ITERS + 1) / 2 ))
+    # A batch-1 step is ~20 ms: five times the steps, so a run's median spans
+    # more than a moment of this VM's noise.
+    [[ $batch == 1 ]] && it=$(( ITERS * 5 ))
     echo "round $r: $mode batch $batch size $size" >&2
     "$CXR" bench --arch resnet18 --mode "$mode" --batch "$batch" --size "$size" --iters "$it" \
       | sed 's/^{/{"engine":"cxr",/' >>"$OUT"
