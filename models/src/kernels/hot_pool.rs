@@ -11,7 +11,8 @@
 //! batch-1 inference (`__schedule`, `futex`, `sched_yield`). Here the section
 //! runs on a worker thread, and each other worker runs a helper that takes
 //! any pending pool work (`rayon::yield_now`) until the section ends, as
-//! onnxruntime's spinning thread pool does: batch-1 inference min 18.0 vs
+//! onnxruntime's spinning thread pool does (idle, it spins a little, then
+//! yields its core to the OS between polls): batch-1 inference min 18.0 vs
 //! 19.1 ms, a b16@128 training step median ~350 vs ~379 ms (interleaved
 //! pairs). `CXR_HOT_POOL=0` turns it off.
 
@@ -24,6 +25,12 @@ static SWITCH: Switch = Switch::new("CXR_HOT_POOL", "0");
 pub fn set_enabled(on: bool) {
     SWITCH.set(on);
 }
+
+/// Idle polls a helper spins through before it starts yielding its core to
+/// the OS at each poll: always yielding made batch-1 inference 1-2 % slower,
+/// never yielding would keep other threads (a server's request handlers
+/// while a job trains) off the core.
+const SPINS: u32 = 256;
 
 /// Runs `f` on a rayon worker while the pool's other workers poll for work.
 pub fn hot_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -42,9 +49,17 @@ pub fn hot_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 if rayon::current_thread_index() == owner {
                     return;
                 }
+                let mut idle = 0u32;
                 while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle = 0;
+                    } else if idle < SPINS {
+                        idle += 1;
                         std::hint::spin_loop();
+                    } else {
+                        // Gives the core to any other runnable thread (the
+                        // server's request handlers while a job trains).
+                        std::thread::yield_now();
                     }
                 }
             });
