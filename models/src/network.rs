@@ -175,11 +175,7 @@ impl Network {
             Some(cache) => crate::kernels::inference_frozen(cache, run),
             None => crate::kernels::inference(run),
         };
-        if crate::kernels::takes(&[x]) {
-            crate::kernels::hot_pool(predict)
-        } else {
-            predict()
-        }
+        crate::kernels::hot_pool(x.device(), predict)
     }
 
     /// The parameter group of a tensor name (0: stem/early body, 1: late body, 2: head).

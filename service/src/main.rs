@@ -38,8 +38,7 @@ fn configure_allocator(long_running: bool) {
 /// with `CXR_KERNELS=candle` (candle's ops only, for comparison) candle keeps
 /// its own default.
 fn configure_candle_threads() {
-    let candle_only = std::env::var("CXR_KERNELS").as_deref() == Ok("candle");
-    if !candle_only && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+    if cxr_models::kernels::enabled() && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Before any other thread exists: nothing reads the environment concurrently.
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }

@@ -144,15 +144,50 @@ pub fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
-    let inv = var
-        .iter()
-        .map(|v| (1.0 / (*v as f64 + eps).sqrt()) as f32)
-        .collect();
     x.contiguous()?.apply_op3(
         &weight.contiguous()?,
         &bias.contiguous()?,
-        BnTrain { mean, inv, relu },
+        BnTrain {
+            batch: Moments::new(mean, var, eps),
+            relu,
+        },
     )
+}
+
+/// A train-mode batch norm's batch statistics: the mean and `inv` = 1 /
+/// sqrt(var + eps) per channel.
+struct Moments {
+    mean: Vec<f32>,
+    inv: Vec<f32>,
+}
+
+impl Moments {
+    fn new(mean: Vec<f32>, var: &[f32], eps: f64) -> Self {
+        let inv = var
+            .iter()
+            .map(|v| (1.0 / (*v as f64 + eps).sqrt()) as f32)
+            .collect();
+        Self { mean, inv }
+    }
+
+    /// The per-channel map `x * a + sh` with weight `w` and bias `b` of `c`
+    /// channels.
+    fn map(&self, w: &[f32], b: &[f32], c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        if w.len() != c || b.len() != c || self.mean.len() != c {
+            candle_core::bail!("batch norm: {c} channels but {} weights", w.len())
+        }
+        Ok(folded(w, b, &self.mean, &self.inv))
+    }
+
+    /// What the backward needs, with the forward's weight and bias.
+    fn saved(&self, w: Vec<f32>, b: Vec<f32>) -> BnSaved {
+        BnSaved {
+            mean: self.mean.clone(),
+            inv: self.inv.clone(),
+            w,
+            b,
+        }
+    }
 }
 
 /// Per-channel mean and biased variance of `x` (f32, CPU), in one pass, no copy.
@@ -192,8 +227,7 @@ pub fn applies(x: &Tensor) -> bool {
 }
 
 struct BnTrain {
-    mean: Vec<f32>,
-    inv: Vec<f32>,
+    batch: Moments,
     relu: bool,
 }
 
@@ -213,10 +247,7 @@ impl CustomOp3 for BnTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, s) = ncs(l1.shape())?;
         let (x, w, b) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
-        if w.len() != c || b.len() != c || self.mean.len() != c {
-            candle_core::bail!("batch norm: {c} channels but {} weights", w.len())
-        }
-        let (a, sh) = folded(w, b, &self.mean, &self.inv);
+        let (a, sh) = self.batch.map(w, b, c)?;
         Ok((
             CpuStorage::F32(affine(x, &a, &sh, None, c, s, self.relu)),
             l1.shape().clone(),
@@ -231,14 +262,9 @@ impl CustomOp3 for BnTrain {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let c = self.mean.len();
+        let c = self.batch.mean.len();
         let op = BnTrainBackward {
-            p: BnSaved {
-                mean: self.mean.clone(),
-                inv: self.inv.clone(),
-                w: w.to_vec1::<f32>()?,
-                b: b.to_vec1::<f32>()?,
-            },
+            p: self.batch.saved(w.to_vec1::<f32>()?, b.to_vec1::<f32>()?),
             relu: self.relu,
         };
         let packed = dy.contiguous()?.apply_op2_no_bwd(&x.contiguous()?, &op)?;
@@ -372,20 +398,13 @@ pub fn batch_norm_train_add_relu(
             residual.dims()
         )
     }
-    let inv = var
-        .iter()
-        .map(|v| (1.0 / (*v as f64 + eps).sqrt()) as f32)
-        .collect();
     // CustomOp3 takes three inputs: weight and bias travel as one tensor.
     let wb = Tensor::cat(&[weight, bias], 0)?;
-    x.contiguous()?
-        .apply_op3(&wb, &residual.contiguous()?, BnTrainAddRelu { mean, inv })
+    let op = BnTrainAddRelu(Moments::new(mean, var, eps));
+    x.contiguous()?.apply_op3(&wb, &residual.contiguous()?, op)
 }
 
-struct BnTrainAddRelu {
-    mean: Vec<f32>,
-    inv: Vec<f32>,
-}
+struct BnTrainAddRelu(Moments);
 
 impl CustomOp3 for BnTrainAddRelu {
     fn name(&self) -> &'static str {
@@ -403,14 +422,11 @@ impl CustomOp3 for BnTrainAddRelu {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, s) = ncs(l1.shape())?;
         let (x, wb, r) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
-        if wb.len() != 2 * c || self.mean.len() != c || r.len() != x.len() {
-            candle_core::bail!(
-                "batch norm + residual: {c} channels but {} weights",
-                wb.len()
-            )
+        if r.len() != x.len() {
+            candle_core::bail!("batch norm + residual: input and residual sizes differ")
         }
-        let (w, b) = wb.split_at(c);
-        let (a, sh) = folded(w, b, &self.mean, &self.inv);
+        let (w, b) = wb.split_at(c.min(wb.len()));
+        let (a, sh) = self.0.map(w, b, c)?;
         Ok((
             CpuStorage::F32(affine(x, &a, &sh, Some(r), c, s, true)),
             l1.shape().clone(),
@@ -425,14 +441,10 @@ impl CustomOp3 for BnTrainAddRelu {
         res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let c = self.mean.len();
-        let wb = wb.to_vec1::<f32>()?;
-        let op = BnAddReluBackward(BnSaved {
-            mean: self.mean.clone(),
-            inv: self.inv.clone(),
-            w: wb[..c].to_vec(),
-            b: wb[c..].to_vec(),
-        });
+        let c = self.0.mean.len();
+        let mut w = wb.to_vec1::<f32>()?;
+        let b = w.split_off(c);
+        let op = BnAddReluBackward(self.0.saved(w, b));
         let packed =
             dy.contiguous()?
                 .apply_op3_no_bwd(&x.contiguous()?, &res.contiguous()?, &op)?;

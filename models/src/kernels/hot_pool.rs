@@ -17,6 +17,7 @@
 //! pairs). `CXR_HOT_POOL=0` turns it off.
 
 use super::Switch;
+use candle_core::Device;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static SWITCH: Switch = Switch::new("CXR_HOT_POOL", "0");
@@ -32,10 +33,11 @@ pub fn set_enabled(on: bool) {
 /// while a job trains) off the core.
 const SPINS: u32 = 256;
 
-/// Runs `f` on a rayon worker while the pool's other workers poll for work.
-pub fn hot_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+/// Runs `f`, whose ops run on `device`, on a rayon worker while the pool's
+/// other workers poll for work; on another device than the CPU, as it is.
+pub fn hot_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
     let threads = rayon::current_num_threads();
-    if threads < 2 || !SWITCH.on() {
+    if !device.is_cpu() || threads < 2 || !SWITCH.on() {
         return f();
     }
     let done = AtomicBool::new(false);
@@ -86,12 +88,13 @@ mod tests {
     /// leaving helpers spinning.
     #[test]
     fn runs_nested_parallel_work_and_ends_on_panic() {
-        let sum: u64 = hot_pool(|| (0..10_000u64).into_par_iter().map(|v| v * 2).sum());
+        let cpu = &Device::Cpu;
+        let sum: u64 = hot_pool(cpu, || (0..10_000u64).into_par_iter().map(|v| v * 2).sum());
         assert_eq!(sum, 99_990_000);
-        let nested = hot_pool(|| hot_pool(|| rayon::join(|| 1, || 2)));
+        let nested = hot_pool(cpu, || hot_pool(cpu, || rayon::join(|| 1, || 2)));
         assert_eq!(nested, (1, 2));
         let r = std::panic::catch_unwind(|| {
-            hot_pool(|| {
+            hot_pool(cpu, || {
                 (0..64)
                     .into_par_iter()
                     .for_each(|i| assert_ne!(i, 63, "boom"));

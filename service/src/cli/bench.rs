@@ -41,17 +41,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut step = || -> Result<()> {
         if a.train {
             // As the learner's step (`Learner::train_step`): on the CPU on a hot pool.
-            let mut train_step = || -> Result<()> {
+            cxr_models::kernels::hot_pool(&a.device, || -> Result<()> {
                 let logits = net.forward_t(&x, true)?.to_dtype(candle_core::DType::F32)?;
                 let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
                 opt.step(&loss.backward()?)?;
                 Ok(())
-            };
-            if a.device.is_cpu() {
-                cxr_models::kernels::hot_pool(&mut train_step)?;
-            } else {
-                train_step()?;
-            }
+            })?;
         } else {
             let p = net.predict_proba(&x)?;
             p.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;

@@ -225,11 +225,7 @@ impl Learner {
     /// rayon workers stay on the step's kernels between ops (train b16@128
     /// median step ~350 vs ~379 ms, 5 interleaved pairs of 8 steps).
     fn train_step(&mut self, opt: &mut AdamW, b: &Batch) -> Result<f64, FitError> {
-        if self.device().is_cpu() {
-            cxr_models::kernels::hot_pool(|| self.step_here(opt, b))
-        } else {
-            self.step_here(opt, b)
-        }
+        cxr_models::kernels::hot_pool(&self.device(), || self.step_here(opt, b))
     }
 
     fn step_here(&mut self, opt: &mut AdamW, b: &Batch) -> Result<f64, FitError> {
@@ -291,12 +287,9 @@ impl Learner {
         for b in dls.valid_batches() {
             let (x, y) = self.to_input(&b)?;
             // No gradients here: the fused inference kernels may run.
-            let forward = || cxr_models::kernels::inference(|| self.net.forward_t(&x, false));
-            let logits = if x.device().is_cpu() {
-                cxr_models::kernels::hot_pool(forward)?
-            } else {
-                forward()?
-            };
+            let logits = cxr_models::kernels::hot_pool(x.device(), || {
+                cxr_models::kernels::inference(|| self.net.forward_t(&x, false))
+            })?;
             let l = loss(&logits, &y, self.opts.label_smoothing)?;
             total += f64::from(l.to_scalar::<f32>()?) * b.n as f64;
             n += b.n;
