@@ -616,8 +616,12 @@ mod tests {
             )?;
             let ours = conv2d(x.as_tensor(), wt.as_tensor(), s, p, true)?;
             let theirs = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1)?;
-            let fwd = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(fwd < 1e-4, "case {i}: forward differs by {fwd}");
+            // Relative to the largest output: Winograd's transforms round
+            // differently from a direct sum, and an absolute bound flaked
+            // (1.006e-4 on outputs of ~10 in one CI run).
+            let top = theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            let fwd = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()? / top;
+            assert!(fwd < 5e-5, "case {i}: forward differs by {fwd} (relative)");
             let go = (ours * &g)?.sum_all()?.backward()?;
             let gt = (theirs * &g)?.sum_all()?.backward()?;
             for (what, v) in [("input", &x), ("weight", &wt)] {
