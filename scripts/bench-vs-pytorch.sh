@@ -7,6 +7,8 @@
 #   ROUNDS (default 3) interleaved rounds; ITERS (default 10) steps per run
 #   (half for training at 224, five times for batch 1).
 #   CXR=path/to/cxr (default: target/release/cxr, built when missing).
+#   RAW=path keeps every run's JSON line there (one line per engine, shape and
+#   round), to see how the rounds spread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -55,4 +57,5 @@ for m, b, s in cases:
         line += f"{ips['cxr'] / ips[e]:>{11 if e == 'torch' else 9}.2f}" if e in ips and "cxr" in ips else f"{'-':>{11 if e == 'torch' else 9}}"
     print(line)
 PY
+if [[ -n ${RAW:-} ]]; then cp "$OUT" "$RAW"; fi
 rm -f "$OUT"
