@@ -445,9 +445,40 @@ pub(crate) fn narrow_sums(positions: usize) -> Option<SumsFn> {
 unsafe fn avx512_sums<const NV: usize>(x: *const f32, offs: &[u32], w: *const f32, acc: *mut f32) {
     use std::arch::x86_64::*;
     let mut sums = [[_mm512_setzero_ps(); NV]; R];
+    avx512_accumulate::<NV, false>(x, offs, w, &mut sums);
+    for (r, row) in sums.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            _mm512_storeu_ps(acc.add(r * TILE + 16 * v), *a);
+        }
+    }
+}
+
+/// `sums[r][v] += sum_k w[k * R + r] * x[offs[k] + 16 v ..][..16]`: the
+/// register tile's inner loop, for the full tile and the narrow ones;
+/// `PREFETCH` asks for the next tile's inputs (the full tile's sweep).
+///
+/// # Safety
+/// `x + offs[k] + j` readable for every `k` and `j < 16 * NV` (and the
+/// prefetched addresses are hints only); `w` holds `offs.len() * R` values;
+/// the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn avx512_accumulate<const NV: usize, const PREFETCH: bool>(
+    x: *const f32,
+    offs: &[u32],
+    w: *const f32,
+    sums: &mut [[std::arch::x86_64::__m512; NV]; R],
+) {
+    use std::arch::x86_64::*;
     let mut wp = w;
     for &off in offs {
         let xp = x.add(off as usize);
+        if PREFETCH {
+            for v in 0..NV {
+                _mm_prefetch::<_MM_HINT_T1>(xp.wrapping_add(2 * TILE + 16 * v) as *const i8);
+            }
+        }
         let mut xv = [_mm512_setzero_ps(); NV];
         for (v, xr) in xv.iter_mut().enumerate() {
             *xr = _mm512_loadu_ps(xp.add(16 * v));
@@ -459,11 +490,6 @@ unsafe fn avx512_sums<const NV: usize>(x: *const f32, offs: &[u32], w: *const f3
             }
         }
         wp = wp.add(R);
-    }
-    for (r, row) in sums.iter().enumerate() {
-        for (v, a) in row.iter().enumerate() {
-            _mm512_storeu_ps(acc.add(r * TILE + 16 * v), *a);
-        }
     }
 }
 
@@ -551,24 +577,7 @@ unsafe fn avx512_tile(
             }
         }
     }
-    let mut wp = w;
-    for &off in offs {
-        let xp = x.add(off as usize);
-        for v in 0..V {
-            _mm_prefetch::<_MM_HINT_T1>(xp.add(2 * TILE + 16 * v) as *const i8);
-        }
-        let mut xv = [_mm512_setzero_ps(); V];
-        for (v, xr) in xv.iter_mut().enumerate() {
-            *xr = _mm512_loadu_ps(xp.add(16 * v));
-        }
-        for (r, row) in sums.iter_mut().enumerate() {
-            let wr = _mm512_set1_ps(*wp.add(r));
-            for (a, xr) in row.iter_mut().zip(&xv) {
-                *a = _mm512_fmadd_ps(wr, *xr, *a);
-            }
-        }
-        wp = wp.add(R);
-    }
+    avx512_accumulate::<V, true>(x, offs, w, &mut sums);
     let Some(st) = store else {
         for (r, row) in sums.iter().enumerate() {
             for (v, a) in row.iter().enumerate() {
