@@ -368,22 +368,14 @@ pub fn register_run(
     let tmp = models.join(format!(".tmp-{id}"));
     let dir = models.join(&id);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    for f in [
-        "model.safetensors",
-        "model.json",
-        "report.json",
-        "metrics.jsonl",
-        "losses.png",
-        "confusion_matrix.png",
-        "lr_find.png",
-    ] {
+    for f in crate::train::ARTIFACTS {
         let src = run_dir.join(f);
         if src.exists() {
             std::fs::copy(&src, tmp.join(f)).map_err(|e| format!("{}: {e}", src.display()))?;
         }
     }
     std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let card: Value = std::fs::read_to_string(dir.join("model.json"))
+    let card: Value = std::fs::read_to_string(crate::train::RunDir::new(&dir).card())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(|| "the run left no readable model.json".to_string())?;

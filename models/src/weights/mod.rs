@@ -12,4 +12,4 @@ pub use card::{ModelCard, CARD_FORMAT};
 pub use import::{load_pretrained, read_tensors, LoadReport, WeightsError};
 pub use onnx_export::export_onnx;
 pub use onnx_import::read_onnx_resnet18;
-pub use store::{load_model, save_model};
+pub use store::{load_model, save_model, CARD_FILE, WEIGHTS_FILE};

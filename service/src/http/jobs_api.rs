@@ -388,7 +388,7 @@ async fn events(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
 
 async fn report(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let j = load_job(&st, &id)?;
-    let path = st.jobs.run_dir(&j.id).join("report.json");
+    let path = crate::train::RunDir::new(st.jobs.run_dir(&j.id)).report();
     let text = std::fs::read_to_string(&path).map_err(|_| {
         ApiError::not_found(
             "report_not_ready",
@@ -417,7 +417,7 @@ async fn report_file(
             ),
         ));
     }
-    let p = st.jobs.run_dir(&j.id).join(&name);
+    let p = crate::train::RunDir::new(st.jobs.run_dir(&j.id)).file(&name);
     let bytes = web::block(move || std::fs::read(p)).await?.map_err(|_| {
         ApiError::not_found(
             "report_not_ready",

@@ -81,9 +81,9 @@ async fn download(
     let m = load_row(&st, &id)?;
     let format = q.format.clone().unwrap_or_else(|| "safetensors".into());
     let (path, ctype) = match format.as_str() {
-        "safetensors" => (m.dir.join("model.safetensors"), "application/octet-stream"),
+        "safetensors" => (crate::train::RunDir::new(&m.dir).weights(), "application/octet-stream"),
         "onnx" => {
-            let path = m.dir.join("model.onnx");
+            let path = crate::train::RunDir::new(&m.dir).onnx();
             if !path.exists() {
                 let dir = m.dir.clone();
                 let p2 = path.clone();

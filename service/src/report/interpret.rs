@@ -18,10 +18,10 @@ pub fn interpret(
     std::fs::create_dir_all(out.join("top_losses"))?;
     plots::confusion_png(
         &ev.report.confusion_matrix,
-        &out.join("confusion_matrix.png"),
+        &crate::train::RunDir::new(out).confusion_plot(),
     )
     .map_err(anyhow::Error::msg)?;
-    crate::train::write_json(&out.join("report.json"), &ev.report)?;
+    crate::train::write_json(&crate::train::RunDir::new(out).report(), &ev.report)?;
     let mut scored: Vec<(f32, &crate::evaluate::Scored)> = ev
         .scored
         .iter()

@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod run_dir;
+pub use run_dir::{Checkpoint, RunDir, ARTIFACTS};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
@@ -110,8 +113,6 @@ pub struct RunOptions<'a> {
     pub hook: &'a mut dyn FnMut(&RunEvent) -> bool,
 }
 
-const CKPT: &str = "checkpoint";
-
 /// Runs every stage of `recipe` on the dataset at `data_dir`, writing `run_dir`.
 pub fn run_recipe(
     data_dir: &Path,
@@ -141,18 +142,19 @@ pub fn run_recipe(
     let ds = Dataset::scan(data_dir)?;
     hook(&RunEvent::Message(ds.counts()));
 
-    let ckpt_dir = run_dir.join(CKPT);
+    let dir = RunDir::new(run_dir);
+    let ckpt = dir.checkpoint();
     let state: Option<CheckpointState> = if resume {
-        let p = ckpt_dir.join("state.json");
+        let p = ckpt.state();
         let text = std::fs::read_to_string(&p)
             .map_err(|e| io_err(&p, format!("no checkpoint to resume from ({e})")))?;
         Some(serde_json::from_str(&text).map_err(|e| io_err(&p, e))?)
     } else {
-        let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+        let _ = std::fs::remove_file(dir.metrics());
         None
     };
     let mut metrics: Vec<MetricsLine> = if resume {
-        read_metrics(run_dir)
+        read_metrics(&dir)
     } else {
         Vec::new()
     };
@@ -164,11 +166,11 @@ pub fn run_recipe(
     let mut start_stage = 0;
     if let Some(st) = &state {
         let net = Network::new(st.net.clone(), &device, 0)?;
-        let tensors = read_tensors(&ckpt_dir.join("weights.safetensors"))?;
+        let tensors = read_tensors(&ckpt.weights())?;
         for (n, t) in &tensors {
             net.params().set(n, t)?;
         }
-        let opt = candle_core::safetensors::load(ckpt_dir.join("optimizer.safetensors"), &device)?;
+        let opt = candle_core::safetensors::load(ckpt.optimizer(), &device)?;
         let stage = &recipe.stages[st.stage];
         let mut l = Learner::new(net, learner_options(stage));
         l.frozen = stage.freeze;
@@ -305,7 +307,7 @@ pub fn run_recipe(
         l.frozen = stage.freeze;
         if stage.lr_find {
             let r = l.lr_find(d, 100)?;
-            plots::lr_find_png(&r, &run_dir.join("lr_find.png")).map_err(|e| io_err(run_dir, e))?;
+            plots::lr_find_png(&r, &dir.lr_find_plot()).map_err(|e| io_err(run_dir, e))?;
             if let Some(s) = r.suggestions {
                 hook(&RunEvent::Message(format!(
                     "lr_find: valley {:.2e}, minimum/10 {:.2e}, steep {:.2e}",
@@ -323,12 +325,12 @@ pub fn run_recipe(
                 event: e.clone(),
             })
         };
-        let metrics_path = run_dir.join("metrics.jsonl");
+        let metrics_path = dir.metrics();
         let recipe_c = recipe.clone();
         let size = stage.size;
         let stage_name = name.clone();
         let mut new_lines: Vec<MetricsLine> = Vec::new();
-        let ckpt = &ckpt_dir;
+        let ckpt = &ckpt;
         let mut checkpoint = |epochs_done: usize,
                               l: &Learner,
                               opt: &crate::learner::optim::AdamW|
@@ -380,7 +382,7 @@ pub fn run_recipe(
         );
         metrics.extend(new_lines);
         res?;
-        plots::losses_png(&l.batch_losses, &metrics, &run_dir.join("losses.png"))
+        plots::losses_png(&l.batch_losses, &metrics, &dir.losses_plot())
             .map_err(|e| io_err(run_dir, e))?;
         last_stage = Some(si);
         learner = Some(l);
@@ -400,10 +402,10 @@ pub fn run_recipe(
     card.training = serde_json::json!({ "recipe": recipe, "data": data_dir.display().to_string() });
     card.created_at = chrono::Utc::now().to_rfc3339();
     save_model(&l.net, &card, run_dir)?;
-    write_json(&run_dir.join("report.json"), &report)?;
+    write_json(&dir.report(), &report)?;
     plots::confusion_png(
         &report.confusion_matrix,
-        &run_dir.join("confusion_matrix.png"),
+        &dir.confusion_plot(),
     )
     .map_err(|e| io_err(run_dir, e))?;
     Ok(RunSummary {
@@ -425,23 +427,22 @@ fn learner_options(stage: &Stage) -> LearnerOptions {
 }
 
 fn save_checkpoint(
-    dir: &Path,
+    ckpt: &Checkpoint,
     l: &Learner,
     opt: &crate::learner::optim::AdamW,
     mut state: CheckpointState,
 ) -> Result<(), TrainError> {
+    let dir = ckpt.dir();
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    l.net
-        .params()
-        .save_safetensors(&dir.join("weights.safetensors"))?;
+    l.net.params().save_safetensors(&ckpt.weights())?;
     let (tensors, step) = opt.state()?;
     state.opt_step = step;
     let tmp = dir.join("optimizer.safetensors.tmp");
     let tensors: HashMap<String, Tensor> = tensors;
     candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, dir.join("optimizer.safetensors")).map_err(|e| io_err(dir, e))?;
+    std::fs::rename(&tmp, ckpt.optimizer()).map_err(|e| io_err(dir, e))?;
     // state.json last: it is what marks the checkpoint complete.
-    write_json(&dir.join("state.json"), &state)
+    write_json(&ckpt.state(), &state)
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
@@ -451,8 +452,8 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
-fn read_metrics(run_dir: &Path) -> Vec<MetricsLine> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+fn read_metrics(dir: &RunDir) -> Vec<MetricsLine> {
+    std::fs::read_to_string(dir.metrics())
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -461,5 +462,5 @@ fn read_metrics(run_dir: &Path) -> Vec<MetricsLine> {
 
 /// Whether `run_dir` holds a checkpoint that `--resume` can continue.
 pub fn has_checkpoint(run_dir: &Path) -> bool {
-    run_dir.join(CKPT).join("state.json").exists()
+    RunDir::new(run_dir).has_checkpoint()
 }
