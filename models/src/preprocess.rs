@@ -27,6 +27,79 @@ pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// Per-channel normalisation of pixels scaled to 0..1: `(x - mean) / std`.
+/// The one rule applied by training, validation, the server, device
+/// augmentation and the browser.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalize {
+    /// Per-channel mean, applied after scaling pixels to 0..1.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
+}
+
+impl Normalize {
+    /// No normalisation: mean 0, std 1.
+    pub const IDENTITY: Normalize = Normalize {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    /// ImageNet's statistics (a pretrained body trained without `--normalize`).
+    pub const IMAGENET: Normalize = Normalize {
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+    };
+
+    pub fn new(mean: [f32; 3], std: [f32; 3]) -> Self {
+        Self { mean, std }
+    }
+
+    /// The same statistics for the three (identical) channels.
+    pub fn gray(mean: f32, std: f32) -> Self {
+        Self::new([mean; 3], [std; 3])
+    }
+
+    /// Whether every mean is finite and every std positive.
+    pub fn is_valid(&self) -> bool {
+        self.std.iter().all(|s| s.is_finite() && *s > 0.0)
+            && self.mean.iter().all(|m| m.is_finite())
+    }
+
+    /// One value of channel `c`, already scaled to 0..1.
+    #[inline(always)]
+    pub fn apply(&self, c: usize, unit: f32) -> f32 {
+        (unit - self.mean[c]) / self.std[c]
+    }
+
+    /// A plane of 8-bit gray pixels -> channel `c` of the model input.
+    #[inline]
+    pub fn u8_plane(&self, c: usize, gray: &[u8], out: &mut [f32]) {
+        for (o, &p) in out.iter_mut().zip(gray) {
+            *o = self.apply(c, f32::from(p) / 255.0);
+        }
+    }
+
+    /// A plane of gray values in 0..1 -> channel `c` of the model input.
+    #[inline]
+    pub fn unit_plane(&self, c: usize, unit: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(unit) {
+            *o = self.apply(c, v);
+        }
+    }
+
+    /// `chw` holds one plane of 0..1 values in its first channel and room for
+    /// two more: all three channels normalised in place (CHW, 3 x `plane`).
+    pub fn unit_to_chw_in_place(&self, chw: &mut [f32], plane: usize) {
+        let (first, rest) = chw.split_at_mut(plane);
+        for (c, ch) in rest.chunks_exact_mut(plane).enumerate() {
+            self.unit_plane(c + 1, first, ch);
+        }
+        for v in first.iter_mut() {
+            *v = self.apply(0, *v);
+        }
+    }
+}
+
 /// Everything a client needs to turn a file into the model's input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessSpec {
@@ -38,22 +111,20 @@ pub struct PreprocessSpec {
     pub resize: String,
     /// Resampling filter: always `"bilinear"`.
     pub filter: String,
-    /// Per-channel mean, applied after scaling pixels to 0..1.
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation.
-    pub std: [f32; 3],
+    /// Per-channel `mean` and `std` (flattened: the JSON keys are `mean` and `std`).
+    #[serde(flatten)]
+    pub normalize: Normalize,
 }
 
 impl PreprocessSpec {
     /// A spec for `size` with the given normalisation statistics.
-    pub fn new(size: u32, mean: [f32; 3], std: [f32; 3]) -> Self {
+    pub fn new(size: u32, normalize: Normalize) -> Self {
         Self {
             version: SPEC_VERSION,
             size,
             resize: "squish".into(),
             filter: "bilinear".into(),
-            mean,
-            std,
+            normalize,
         }
     }
 
@@ -77,9 +148,7 @@ impl PreprocessSpec {
                 self.resize, self.filter
             )));
         }
-        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            || self.mean.iter().any(|m| !m.is_finite())
-        {
+        if !self.normalize.is_valid() {
             return Err(PreprocessError::Spec(
                 "normalisation mean must be finite and std positive".into(),
             ));
@@ -258,10 +327,12 @@ pub fn normalize(gray: &[u8], spec: &PreprocessSpec) -> Result<Vec<f32>, Preproc
             size: spec.size,
         });
     }
-    let mut out = Vec::with_capacity(3 * n);
-    for c in 0..3 {
-        let (m, s) = (spec.mean[c], spec.std[c]);
-        out.extend(gray.iter().map(|&p| (f32::from(p) / 255.0 - m) / s));
+    let mut out = vec![0.0; 3 * n];
+    if n == 0 {
+        return Ok(out);
+    }
+    for (c, plane) in out.chunks_exact_mut(n).enumerate() {
+        spec.normalize.u8_plane(c, gray, plane);
     }
     Ok(out)
 }
@@ -288,7 +359,7 @@ mod tests {
     }
 
     fn spec(size: u32) -> PreprocessSpec {
-        PreprocessSpec::new(size, [0.5; 3], [0.25; 3])
+        PreprocessSpec::new(size, Normalize::gray(0.5, 0.25))
     }
 
     fn gradient(w: u32, h: u32) -> GrayImage {
@@ -403,7 +474,7 @@ mod tests {
         s.version = 99;
         assert!(matches!(s.validate(), Err(PreprocessError::Spec(_))));
         let mut s = spec(64);
-        s.std = [0.0; 3];
+        s.normalize.std = [0.0; 3];
         assert!(s.validate().is_err());
         assert!(spec(0).validate().is_err());
     }

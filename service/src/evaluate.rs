@@ -18,18 +18,21 @@ pub enum Split {
     All,
 }
 
+/// A split name that is not one of test, val, valid, train or all.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown split {0:?} (expected test, val, valid, train or all)")]
+pub struct UnknownSplit(pub String);
+
 impl std::str::FromStr for Split {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownSplit;
+    fn from_str(s: &str) -> Result<Self, UnknownSplit> {
         match s {
             "train" => Ok(Split::Train),
             "val" => Ok(Split::Val),
             "test" => Ok(Split::Test),
             "valid" => Ok(Split::Valid),
             "all" => Ok(Split::All),
-            _ => Err(format!(
-                "unknown split {s:?} (expected test, val, valid, train or all)"
-            )),
+            _ => Err(UnknownSplit(s.to_string())),
         }
     }
 }

@@ -234,7 +234,7 @@ impl Jobs {
 
     fn train(&self, job: &JobRow, flag: &AtomicBool) -> Result<(), TrainError> {
         let recipe: Recipe = serde_json::from_value(job.recipe.clone())
-            .map_err(|e| TrainError::Recipe(e.to_string()))?;
+            .map_err(|e| TrainError::Recipe(crate::recipe::RecipeError::Value(e.to_string())))?;
         let run_dir = self.run_dir(&job.id);
         let resume = job.resume && has_checkpoint(&run_dir);
         let mut metrics: Vec<Value> = if resume {

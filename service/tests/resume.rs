@@ -2,7 +2,7 @@
 
 use cxr_service::learner::Event;
 use cxr_service::recipe::{Recipe, Stage};
-use cxr_service::train::{run_recipe, RunEvent, RunOptions, TrainError};
+use cxr_service::train::{run_recipe, RunDir, RunEvent, RunOptions, TrainError};
 use image::{GrayImage, Luma};
 
 fn dataset(root: &std::path::Path) {
@@ -33,7 +33,7 @@ fn a_stopped_run_resumes_from_the_last_completed_epoch() {
         bs: 8,
         ..Stage::default()
     };
-    let recipe = Recipe::single(stage);
+    let recipe = Recipe::single(stage).unwrap();
     // First run: stop right after epoch 0 completes (as a crash would).
     let mut epochs_seen = Vec::new();
     let mut hook = |e: &RunEvent| {
@@ -88,7 +88,7 @@ fn a_stopped_run_resumes_from_the_last_completed_epoch() {
     assert_eq!(starts, vec![1, 2]);
     let epochs: Vec<usize> = s.metrics.iter().map(|m| m.metrics.epoch).collect();
     assert_eq!(epochs, vec![0, 1, 2]);
-    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let lines = std::fs::read_to_string(RunDir::new(&run).metrics()).unwrap();
     assert_eq!(lines.lines().count(), 3, "{lines}");
-    assert!(run.join("model.json").exists());
+    assert!(RunDir::new(&run).card().exists());
 }

@@ -7,11 +7,12 @@ use cxr_models::preprocess::DecodeLimits;
 use cxr_models::weights::export_onnx;
 use cxr_service::device::parse_device;
 use cxr_service::evaluate::{evaluate, Split};
-use cxr_service::learner::{Learner, LearnerOptions, LrSpec, Precision};
+use cxr_service::learner::{Learner, LearnerOptions, LrSpec};
 use cxr_service::predictor::Predictor;
-use cxr_service::recipe::{builtin, Recipe, Smoothing, Stage};
+use cxr_service::data::DataLoaders;
+use cxr_service::recipe::{Recipe, Stage};
 use cxr_service::report::plots;
-use cxr_service::train::{run_recipe, write_json, RunOptions};
+use cxr_service::train::{run_recipe, stage, write_json, RunDir, RunOptions};
 use std::path::Path;
 
 pub fn run(cmd: Command) -> Result<()> {
@@ -134,61 +135,15 @@ pub fn run(cmd: Command) -> Result<()> {
     }
 }
 
-fn stage_from_args(a: &TrainArgs) -> Result<Stage> {
-    let s = Stage {
-        name: None,
-        skip: false,
-        arch: a.arch.parse().map_err(anyhow::Error::msg)?,
-        pretrained: a.pretrained.clone(),
-        size: a.size,
-        presize: a.presize,
-        epochs: a.epochs,
-        bs: a.bs,
-        lr: a.lr.parse::<LrSpec>().map_err(anyhow::Error::msg)?,
-        freeze: a.freeze,
-        oversample: a.oversample,
-        merge_val_test: a.merge_val_test,
-        normalize: a.normalize,
-        label_smoothing: Smoothing(a.label_smoothing.then_some(f64::NAN)),
-        mixup: Smoothing(a.mixup.then_some(f64::NAN)),
-        seed: a.seed,
-        precision: a
-            .precision
-            .parse::<Precision>()
-            .map_err(anyhow::Error::msg)?,
-        wd: a.wd,
-        lr_find: a.lr_find,
-    };
-    s.validate().map_err(anyhow::Error::msg)?;
-    Ok(s)
-}
-
-pub fn load_recipe(spec: &str) -> Result<Recipe> {
-    let path = Path::new(spec);
-    let mut r = if path.exists() {
-        Recipe::load(path).map_err(anyhow::Error::msg)?
-    } else if let Some(text) = builtin(spec) {
-        Recipe::from_toml(text).map_err(anyhow::Error::msg)?
-    } else {
-        bail!(
-            "recipe {spec:?} is neither a file nor a built-in recipe ({})",
-            cxr_service::recipe::BUILTIN.join(", ")
-        );
-    };
-    let base = path
-        .parent()
-        .filter(|p| path.exists() && !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    r.resolve_paths(base);
-    Ok(r)
+fn recipe_of(a: &TrainArgs) -> Result<Recipe> {
+    Ok(match &a.recipe {
+        Some(r) => Recipe::load(r)?,
+        None => Recipe::single(a.stage.clone())?,
+    })
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    let recipe = match &a.recipe {
-        Some(r) => load_recipe(r)?,
-        None => Recipe::single(stage_from_args(a)?),
-    };
-    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let recipe = recipe_of(a)?;
     let mut progress = Progress::new(a.quiet);
     let mut hook = |e: &cxr_service::train::RunEvent| progress.on(e);
     let summary = run_recipe(
@@ -196,7 +151,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         &recipe,
         &a.out,
         RunOptions {
-            device,
+            device: a.device.clone(),
             resume: a.resume,
             workers: a.workers,
             hook: &mut hook,
@@ -210,36 +165,25 @@ fn train(a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `cxr lr-find`: the stage's data, normalisation and network as training
+/// would build them, then the sweep.
 fn lr_find(a: &TrainArgs) -> Result<()> {
-    let stage = stage_from_args(a)?;
-    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let stage = &a.stage;
+    Recipe::single(stage.clone())?;
     let ds = cxr_service::data::Dataset::scan(&a.data)?;
     eprintln!("{}", ds.counts());
-    let mut dls = cxr_service::data::DataLoaders::new(
-        &ds,
-        cxr_service::data::DataOptions {
-            presize: stage.presize,
-            size: stage.size,
-            bs: stage.bs,
-            oversample: stage.oversample,
-            merge_val_test: stage.merge_val_test,
-            seed: stage.seed,
-            workers: a.workers,
-        },
-    )?;
+    let mut dls = DataLoaders::new(&ds, stage::data_options(stage, a.workers))?;
     if stage.normalize {
-        dls.norm = dls.compute_stats();
+        dls.norm = stage::normalisation(stage, &dls);
     }
-    dls.device_augment = device.is_cuda();
-    let net = cxr_models::Network::new(
-        cxr_models::NetConfig::standard(stage.arch, ds.classes.len()),
-        &device,
-        stage.seed,
-    )?;
-    if let Some(p) = &stage.pretrained {
-        let r = cxr_models::weights::load_pretrained(&net, p)?;
-        eprintln!("{}", r.summary());
-    }
+    dls.device_augment = a.device.is_cuda();
+    let mut say = |e: &cxr_service::train::RunEvent| {
+        if let cxr_service::train::RunEvent::Message(m) = e {
+            eprintln!("{m}");
+        }
+        true
+    };
+    let net = stage::new_network(stage, ds.classes.len(), &a.device, &mut say)?;
     let mut l = Learner::new(
         net,
         LearnerOptions {
@@ -249,45 +193,46 @@ fn lr_find(a: &TrainArgs) -> Result<()> {
     );
     l.frozen = stage.freeze;
     let r = l.lr_find(&dls, 100)?;
-    std::fs::create_dir_all(&a.out)?;
-    plots::lr_find_png(&r, &a.out.join("lr_find.png")).map_err(anyhow::Error::msg)?;
-    write_json(&a.out.join("lr_find.json"), &r)?;
+    let dir = RunDir::new(&a.out);
+    dir.create()?;
+    plots::lr_find_png(&r, &dir.lr_find_plot())?;
+    write_json(&dir.file("lr_find.json"), &r)?;
     println!(
         "{}",
-        serde_json::json!({"suggestions": r.suggestions, "iterations": r.lrs.len(), "plot": a.out.join("lr_find.png")})
+        serde_json::json!({"suggestions": r.suggestions, "iterations": r.lrs.len(), "plot": dir.lr_find_plot()})
     );
     Ok(())
 }
 
-fn ablation(a: &AblationArgs) -> Result<()> {
-    let lr: LrSpec = a.lr.parse().map_err(anyhow::Error::msg)?;
-    let base = Stage {
+/// The ablation's steps: each adds one trick to the one before.
+fn ablation_steps(a: &AblationArgs) -> Vec<(&'static str, Vec<Stage>)> {
+    let s0 = Stage {
         size: a.size,
         presize: a.presize,
         epochs: a.epochs,
         bs: a.bs,
-        lr,
+        lr: a.lr,
         seed: a.seed,
         ..Stage::default()
     };
-    let mut steps: Vec<(&str, Vec<Stage>)> = Vec::new();
-    let s0 = base.clone();
-    steps.push(("baseline xresnet18", vec![s0.clone()]));
     let s1 = Stage {
         oversample: Some(3),
-        ..s0
+        ..s0.clone()
     };
-    steps.push(("+ oversampling", vec![s1.clone()]));
     let s2 = Stage {
         merge_val_test: true,
-        ..s1
+        ..s1.clone()
     };
-    steps.push(("+ merged validation", vec![s2.clone()]));
     let s3 = Stage {
         normalize: true,
-        ..s2
+        ..s2.clone()
     };
-    steps.push(("+ normalization", vec![s3.clone()]));
+    let mut steps: Vec<(&str, Vec<Stage>)> = vec![
+        ("baseline xresnet18", vec![s0]),
+        ("+ oversampling", vec![s1]),
+        ("+ merged validation", vec![s2]),
+        ("+ normalization", vec![s3.clone()]),
+    ];
     match &a.pretrained {
         Some(p) => {
             let frozen = Stage { arch: cxr_models::Arch::Resnet18, pretrained: Some(p.clone()), freeze: true, lr: LrSpec::Single(2e-3), ..s3 };
@@ -303,15 +248,15 @@ fn ablation(a: &AblationArgs) -> Result<()> {
             "note: no --pretrained weights: the pretrained, unfreeze and progressive-resize steps are skipped (scripts/fetch-weights.sh gets them)"
         ),
     }
-    let device = parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    steps
+}
+
+/// `cxr ablation`: the tricks cumulatively, a table of metrics per step.
+fn ablation(a: &AblationArgs) -> Result<()> {
     let mut rows = Vec::new();
-    for (i, (name, stages)) in steps.into_iter().enumerate() {
+    for (i, (name, stages)) in ablation_steps(a).into_iter().enumerate() {
         eprintln!("\n### step {}: {name}", i + 1);
-        let recipe = Recipe {
-            name: name.into(),
-            description: String::new(),
-            stages,
-        };
+        let recipe = Recipe::new(name, "", stages)?;
         let mut progress = Progress::new(true);
         let mut hook = |e: &cxr_service::train::RunEvent| progress.on(e);
         let out = a.out.join(format!("step{}", i + 1));
@@ -320,26 +265,21 @@ fn ablation(a: &AblationArgs) -> Result<()> {
             &recipe,
             &out,
             RunOptions {
-                device: device.clone(),
+                device: a.device.clone(),
                 resume: false,
                 workers: 0,
                 hook: &mut hook,
             },
         )?;
-        rows.push((
-            name,
-            s.report.accuracy,
-            s.report.f1,
-            s.report.precision,
-            s.report.recall,
-            s.report.auc,
-            s.report.n,
-            s.seconds,
+        let r = &s.report;
+        rows.push(format!(
+            "| {name} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {:.0} |",
+            r.accuracy, r.f1, r.precision, r.recall, r.auc, r.n, s.seconds
         ));
     }
     println!("\n| step | accuracy | f1 | precision | recall | auc | n valid | seconds |\n|---|---|---|---|---|---|---|---|");
-    for (name, acc, f1, p, r, auc, n, secs) in rows {
-        println!("| {name} | {acc:.4} | {f1:.4} | {p:.4} | {r:.4} | {auc:.4} | {n} | {secs:.0} |");
+    for row in rows {
+        println!("{row}");
     }
     Ok(())
 }

@@ -5,7 +5,11 @@ mod bench;
 mod commands;
 mod progress;
 
+use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
+use cxr_service::device::parse_device;
+use cxr_service::learner::LrSpec;
+use cxr_service::recipe::Stage;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -169,54 +173,22 @@ pub struct TrainArgs {
     /// Dataset folder in the Kaggle layout (train|val|test/NORMAL|PNEUMONIA).
     #[arg(long, env = "CXR_DATA")]
     pub data: PathBuf,
-    /// A recipe: a TOML file or a built-in name (seed, cpu-quick, bench).
+    /// A recipe: a TOML file or a built-in name (seed, cpu-quick, bench); the
+    /// stage flags below are then ignored.
     #[arg(long)]
     pub recipe: Option<String>,
-    #[arg(long, default_value = "xresnet18")]
-    pub arch: String,
-    /// ImageNet weights for resnet18 (.pth, .safetensors or .onnx).
-    #[arg(long)]
-    pub pretrained: Option<PathBuf>,
-    #[arg(long, default_value_t = 224)]
-    pub size: u32,
-    #[arg(long, default_value_t = 512)]
-    pub presize: u32,
-    #[arg(long, default_value_t = 5)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    pub bs: usize,
-    /// One learning rate, or lo..hi spread over the parameter groups.
-    #[arg(long, default_value = "3e-3", allow_hyphen_values = true)]
-    pub lr: String,
-    #[arg(long)]
-    pub freeze: bool,
-    #[arg(long)]
-    pub oversample: Option<usize>,
-    #[arg(long)]
-    pub merge_val_test: bool,
-    #[arg(long)]
-    pub normalize: bool,
-    #[arg(long)]
-    pub label_smoothing: bool,
-    #[arg(long)]
-    pub mixup: bool,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    #[arg(long, default_value = "f32")]
-    pub precision: String,
-    #[arg(long, default_value_t = 0.01)]
-    pub wd: f64,
-    /// Run lr_find before fitting (writes lr_find.png).
-    #[arg(long)]
-    pub lr_find: bool,
+    /// The stage to run without --recipe (its keys are a recipe stage's).
+    #[command(flatten)]
+    pub stage: Stage,
     /// Run directory (model, metrics, reports, checkpoint).
     #[arg(long, default_value = "runs/latest")]
     pub out: PathBuf,
     /// Continue from the last completed epoch in --out.
     #[arg(long)]
     pub resume: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
     /// Loader threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -238,7 +210,7 @@ pub struct AblationArgs {
     #[arg(long, default_value_t = 32)]
     pub bs: usize,
     #[arg(long, default_value = "3e-3", allow_hyphen_values = true)]
-    pub lr: String,
+    pub lr: LrSpec,
     /// ImageNet weights for the pretrained steps; without them those steps are skipped.
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
@@ -246,8 +218,8 @@ pub struct AblationArgs {
     pub seed: u64,
     #[arg(long, default_value = "runs/ablation")]
     pub out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
 }
 
 /// Parses the command line and runs it; `configure_allocator` learns first

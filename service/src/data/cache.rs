@@ -145,7 +145,7 @@ mod tests {
             })
             .collect();
         let cache = ImageCache::build(&items, 24, DecodeLimits::default());
-        let spec = PreprocessSpec::new(24, [0.0; 3], [1.0; 3]);
+        let spec = PreprocessSpec::new(24, cxr_models::preprocess::Normalize::IDENTITY);
         for (i, it) in items.iter().enumerate() {
             let bytes = std::fs::read(&it.path).expect("read");
             let want = preprocess_u8(&bytes, &spec, DecodeLimits::default()).expect("prep");

@@ -10,6 +10,7 @@
 
 use super::augment::WarpParams;
 use candle_core::{DType, Device, Result, Tensor};
+use cxr_models::preprocess::Normalize;
 
 /// Presized u8 images and the draws to apply: what the loader hands over
 /// instead of augmented floats when augmentation runs on the device.
@@ -20,7 +21,7 @@ pub struct RawImages {
     pub side: usize,
     pub params: Vec<WarpParams>,
     /// Per-channel (mean, std) of the model input, applied after the warp.
-    pub norm: ([f32; 3], [f32; 3]),
+    pub norm: Normalize,
 }
 
 /// `2 - |t - 2|` of `t = (u + 1) mod 4`, minus 1: reflection into -1..1, as
@@ -95,11 +96,11 @@ pub fn warp_batch(raw: &RawImages, size: usize, device: &Device) -> Result<Tenso
 
 /// The model input from a warped batch: the gray plane replicated to three
 /// channels, each normalised with `norm` -> `[n, 3, size, size]`.
-pub fn to_model_input(gray: &Tensor, norm: ([f32; 3], [f32; 3])) -> Result<Tensor> {
+pub fn to_model_input(gray: &Tensor, norm: Normalize) -> Result<Tensor> {
     let x = gray.unsqueeze(1)?.repeat((1, 3, 1, 1))?;
     let dev = gray.device();
-    let mean = Tensor::from_slice(&norm.0, (1, 3, 1, 1), dev)?;
-    let std = Tensor::from_slice(&norm.1, (1, 3, 1, 1), dev)?;
+    let mean = Tensor::from_slice(&norm.mean, (1, 3, 1, 1), dev)?;
+    let std = Tensor::from_slice(&norm.std, (1, 3, 1, 1), dev)?;
     x.broadcast_sub(&mean)?.broadcast_div(&std)
 }
 
@@ -145,7 +146,7 @@ mod tests {
             pixels,
             side: side as usize,
             params,
-            norm: ([0.0; 3], [1.0; 3]),
+            norm: Normalize::IDENTITY,
         };
         let got = warp_batch(&raw, size, &Device::Cpu)?
             .flatten_all()?
@@ -161,7 +162,7 @@ mod tests {
         );
         let input = device_input(
             &RawImages {
-                norm: ([0.5, 0.4, 0.3], [0.2, 0.25, 0.5]),
+                norm: Normalize::new([0.5, 0.4, 0.3], [0.2, 0.25, 0.5]),
                 ..raw
             },
             size,
@@ -184,7 +185,7 @@ mod tests {
             pixels: vec![0; 10],
             side: 4,
             params: vec![WarpParams::identity(4, 4)],
-            norm: ([0.0; 3], [1.0; 3]),
+            norm: Normalize::IDENTITY,
         };
         assert!(warp_batch(&raw, 8, &Device::Cpu).is_err());
     }

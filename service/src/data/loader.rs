@@ -10,7 +10,7 @@ use super::sampling::{minority_class, oversample_indices, validation_items};
 use super::stats::batch_stats;
 use super::{mix_seed, DataError};
 use crossbeam_channel::{bounded, Receiver};
-use cxr_models::preprocess::DecodeLimits;
+use cxr_models::preprocess::{DecodeLimits, Normalize};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -82,7 +82,7 @@ pub struct Batch {
 pub struct DataLoaders {
     /// Per-channel (mean, std) applied to pixels in 0..1; identity (0, 1) until
     /// set, e.g. from [`DataLoaders::compute_stats`] or a model card.
-    pub norm: ([f32; 3], [f32; 3]),
+    pub norm: Normalize,
     /// The training augmentation (default: the fastai recipe).
     pub augment: AugmentConfig,
     /// Leave the training augmentation to the model's device: batches carry
@@ -182,7 +182,7 @@ impl DataLoaders {
             .collect();
         let valid_labels = valid_cache.items().iter().map(|i| i.label as u32).collect();
         Ok(DataLoaders {
-            norm: ([0.0; 3], [1.0; 3]),
+            norm: Normalize::IDENTITY,
             device_augment: false,
             augment: AugmentConfig::fastai(),
             opts,
@@ -291,7 +291,7 @@ impl DataLoaders {
     /// Normalisation statistics as the fastai recipe: one shuffled batch of 128
     /// training images, RandomResizedCrop to the current size, mean/std over all
     /// pixels (values 0..1). Deterministic for a given seed. Does not set `norm`.
-    pub fn compute_stats(&self) -> ([f32; 3], [f32; 3]) {
+    pub fn compute_stats(&self) -> Normalize {
         self.pool.install(|| {
             batch_stats(
                 &self.train_cache,
@@ -344,11 +344,7 @@ impl DataLoaders {
             let mut images = vec![0.0f32; idx.len() * 3 * plane];
             for (out, &i) in images.chunks_exact_mut(3 * plane).zip(&idx) {
                 for (c, ch) in out.chunks_exact_mut(plane).enumerate() {
-                    let (m, sd) = (norm.0[c], norm.1[c]);
-                    for (o, &p) in ch.iter_mut().zip(cache.image(i)) {
-                        // The formula of cxr_models::preprocess::normalize.
-                        *o = (f32::from(p) / 255.0 - m) / sd;
-                    }
+                    norm.u8_plane(c, cache.image(i), ch);
                 }
             }
             Batch {
@@ -372,7 +368,7 @@ struct TrainProducer {
     size: u32,
     seed: u64,
     epoch: u64,
-    norm: ([f32; 3], [f32; 3]),
+    norm: Normalize,
     cfg: AugmentConfig,
     pool: Arc<rayon::ThreadPool>,
     on_device: bool,
@@ -422,7 +418,7 @@ impl TrainProducer {
         let s = self.size as usize;
         let plane = s * s;
         let side = self.cache.side();
-        let (mean, std) = self.norm;
+        let norm = self.norm;
         let mut images = vec![0.0f32; idx.len() * 3 * plane];
         self.pool.install(|| {
             images
@@ -431,7 +427,6 @@ impl TrainProducer {
                 .for_each(|(out, &li)| {
                     let ci = self.order[li];
                     let mut rng = self.rng(li);
-                    let (first, rest) = out.split_at_mut(plane);
                     augment_into(
                         self.cache.image(ci),
                         side,
@@ -439,17 +434,9 @@ impl TrainProducer {
                         self.size,
                         &self.cfg,
                         &mut rng,
-                        first,
+                        &mut out[..plane],
                     );
-                    for (c, ch) in rest.chunks_exact_mut(plane).enumerate() {
-                        let (m, sd) = (mean[c + 1], std[c + 1]);
-                        for (o, &v) in ch.iter_mut().zip(first.iter()) {
-                            *o = (v - m) / sd;
-                        }
-                    }
-                    for v in first.iter_mut() {
-                        *v = (*v - mean[0]) / std[0];
-                    }
+                    norm.unit_to_chw_in_place(out, plane);
                 });
         });
         Batch {
@@ -667,9 +654,9 @@ mod tests {
     fn validation_is_the_eval_time_rule_and_follows_set_size() {
         let (_tmp, ds) = tree();
         let mut dl = DataLoaders::new(&ds, opts()).expect("loaders");
-        dl.norm = ([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]);
+        dl.norm = Normalize::new([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]);
         dl.set_size(20).expect("set_size");
-        let spec = PreprocessSpec::new(20, dl.norm.0, dl.norm.1);
+        let spec = PreprocessSpec::new(20, dl.norm);
         let first = dl.valid_batches().next().expect("batch");
         assert_eq!(first.size, 20);
         let bytes = std::fs::read(dl.valid_paths()[1]).expect("read");
@@ -693,7 +680,7 @@ mod tests {
     fn device_augmentation_makes_the_same_batches() {
         let (_tmp, ds) = tree();
         let mut dl = DataLoaders::new(&ds, opts()).expect("loaders");
-        dl.norm = ([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]);
+        dl.norm = Normalize::new([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]);
         let cpu: Vec<Batch> = dl.train_batches(1).collect();
         dl.device_augment = true;
         let dev: Vec<Batch> = dl.train_batches(1).collect();
@@ -722,8 +709,9 @@ mod tests {
     fn stats_and_option_errors() {
         let (_tmp, ds) = tree();
         let dl = DataLoaders::new(&ds, opts()).expect("loaders");
-        let (m, s) = dl.compute_stats();
-        assert_eq!((m, s), dl.compute_stats());
+        let n = dl.compute_stats();
+        let (m, s) = (n.mean, n.std);
+        assert_eq!(n, dl.compute_stats());
         assert!(m[0] > 0.1 && m[0] < 0.9 && s[0] > 0.0);
         let err = DataLoaders::new(&ds, DataOptions { bs: 18, ..opts() }).unwrap_err();
         assert!(

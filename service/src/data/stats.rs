@@ -6,6 +6,7 @@
 use super::augment::{augment_into, AugmentConfig};
 use super::cache::ImageCache;
 use super::mix_seed;
+use cxr_models::preprocess::Normalize;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -43,7 +44,7 @@ pub fn batch_stats(
     size: u32,
     n: usize,
     seed: u64,
-) -> ([f32; 3], [f32; 3]) {
+) -> Normalize {
     let mut pick = order.to_vec();
     pick.shuffle(&mut StdRng::seed_from_u64(mix_seed(&[seed, STATS_STREAM])));
     pick.truncate(n);
@@ -62,7 +63,7 @@ pub fn batch_stats(
         tracing::warn!("training images have no contrast (std {std}): using std 1");
         std = 1.0;
     }
-    ([mean as f32; 3], [std as f32; 3])
+    Normalize::gray(mean as f32, std as f32)
 }
 
 #[cfg(test)]
@@ -92,9 +93,11 @@ mod tests {
             .collect();
         let cache = ImageCache::build(&items, 32, DecodeLimits::default());
         let order: Vec<usize> = (0..6).collect();
-        let (m1, s1) = batch_stats(&cache, &order, 16, 128, 42);
-        let (m2, s2) = batch_stats(&cache, &order, 16, 128, 42);
-        let (m3, _) = batch_stats(&cache, &order, 16, 4, 43);
+        let n1 = batch_stats(&cache, &order, 16, 128, 42);
+        let n2 = batch_stats(&cache, &order, 16, 128, 42);
+        let (m1, s1) = (n1.mean, n1.std);
+        let (m2, s2) = (n2.mean, n2.std);
+        let m3 = batch_stats(&cache, &order, 16, 4, 43).mean;
         assert_eq!((m1, s1), (m2, s2));
         assert_ne!(m1, m3);
         assert!(m1[0] == m1[1] && m1[1] == m1[2] && s1[0] == s1[2]);

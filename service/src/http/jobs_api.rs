@@ -5,7 +5,7 @@ use super::error::{json_error, ApiError};
 use super::input::{extract_zip, media_type, read_body, read_multipart, resolve_dataset};
 use super::AppState;
 use crate::jobs::{new_id, state_event};
-use crate::recipe::{builtin, Recipe, Stage, BUILTIN};
+use crate::recipe::{Recipe, RecipeRequest};
 use crate::registry::{self, is_terminal, JobRow};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -44,72 +44,24 @@ fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_options", m)
 }
 
-/// The request's recipe: a built-in by name or inline stages, with `options` applied; validated.
+/// The request's recipe: a built-in by name or inline stages, with `options`
+/// applied; parsed (and so validated) once, by the recipe module.
 pub fn build_recipe(r: &JobRequest) -> Result<Recipe, ApiError> {
-    let mut recipe = match (&r.recipe, &r.stages) {
-        (Some(_), Some(_)) => return Err(invalid("give either recipe or stages, not both")),
-        (None, None) => {
-            return Err(invalid(
-                "give a recipe name (recipe) or inline stages (stages)",
-            ))
-        }
-        (Some(name), None) => {
-            let text = builtin(name).ok_or_else(|| {
-                invalid(format!(
-                    "unknown recipe {name:?} (built-in recipes: {})",
-                    BUILTIN.join(", ")
-                ))
-            })?;
-            let mut rec =
-                Recipe::from_toml(text).map_err(|e| invalid(format!("recipe {name}: {e}")))?;
-            rec.resolve_paths(std::path::Path::new("."));
-            rec
-        }
-        (None, Some(stages)) => {
-            if stages.is_empty() {
-                return Err(invalid("stages is empty"));
-            }
-            let mut out = Vec::new();
-            for (i, s) in stages.iter().enumerate() {
-                let st: Stage = serde_json::from_value(s.clone())
-                    .map_err(|e| invalid(format!("stages[{i}]: {e}")))?;
-                out.push(st);
-            }
-            Recipe {
-                name: r.name.clone().unwrap_or_else(|| "custom".into()),
-                description: String::new(),
-                stages: out,
-            }
-        }
+    let req = RecipeRequest {
+        source: RecipeRequest::source(r.recipe.clone(), r.stages.clone())
+            .map_err(|e| invalid(e.to_string()))?,
+        options: r.options.clone().unwrap_or_default(),
+        name: r.name.clone(),
     };
-    if let Some(opts) = &r.options {
-        let mut stages = Vec::new();
-        for (i, s) in recipe.stages.iter().enumerate() {
-            let mut v = serde_json::to_value(s).map_err(|e| ApiError::internal(e.to_string()))?;
-            if let Value::Object(o) = &mut v {
-                for (k, x) in opts {
-                    o.insert(k.clone(), x.clone());
-                }
-            }
-            let st: Stage = serde_json::from_value(v)
-                .map_err(|e| invalid(format!("options (stage {}): {e}", i + 1)))?;
-            stages.push(st);
-        }
-        recipe.stages = stages;
-    }
-    recipe.validate().map_err(invalid)?;
-    for s in recipe.stages.iter().filter(|s| !s.skip) {
-        if let Some(p) = &s.pretrained {
-            if !p.exists() {
-                return Err(ApiError::unprocessable(
-                    "missing_weights",
-                    format!(
-                        "pretrained weights {} are not on the server (scripts/fetch-weights.sh)",
-                        p.display()
-                    ),
-                ));
-            }
-        }
+    let recipe = req.parse().map_err(|e| invalid(e.to_string()))?;
+    if let Some(p) = recipe.missing_weights() {
+        return Err(ApiError::unprocessable(
+            "missing_weights",
+            format!(
+                "pretrained weights {} are not on the server (scripts/fetch-weights.sh)",
+                p.display()
+            ),
+        ));
     }
     Ok(recipe)
 }
@@ -222,7 +174,7 @@ async fn create(
         recipe: serde_json::to_value(&recipe).map_err(|e| ApiError::internal(e.to_string()))?,
         request: json!({ "dataset": request.dataset, "recipe": request.recipe, "stages": request.stages, "options": request.options }),
         stage: None,
-        stages: Some(recipe.stages.len() as u64),
+        stages: Some(recipe.stages().len() as u64),
         stage_name: None,
         epoch: None,
         epochs: None,

@@ -195,7 +195,7 @@ async fn eval(
     let split_name = split_s.unwrap_or_else(|| "test".into());
     let split: Split = split_name
         .parse()
-        .map_err(|e: String| ApiError::unprocessable("invalid_options", format!("split: {e}")))?;
+        .map_err(|e| ApiError::unprocessable("invalid_options", format!("split: {e}")))?;
     let loaded = st.hub.load(&m.id)?;
     let ev = web::block(move || evaluate(&loaded.predictor, &root, split, 32))
         .await?

@@ -99,7 +99,7 @@ impl GradCam {
             rgb.push((base * (1.0 - a) + gg * a) as u8);
             rgb.push((base * (1.0 - a) + b * a) as u8);
         }
-        super::plots::encode_png_rgb(&rgb, size, size)
+        super::plots::encode_png_rgb(&rgb, size, size).map_err(|e| e.to_string())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::learner::fit::LrFindResult;
 use crate::learner::metrics::ConfusionMatrix;
-use crate::train::MetricsLine;
+use crate::train::run_dir::MetricsLine;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -17,7 +17,26 @@ fn ensure_font() {
     });
 }
 
-type PlotResult = Result<(), String>;
+/// A plot that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("drawing a plot failed: {0}")]
+    Draw(String),
+    #[error("encoding a PNG failed: {0}")]
+    Encode(String),
+    #[error("{path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// plotters' errors carry the backend's error type: keep their message.
+fn draw_err(e: impl std::fmt::Display) -> PlotError {
+    PlotError::Draw(e.to_string())
+}
+
+type PlotResult = Result<(), PlotError>;
 
 fn render(
     path: &Path,
@@ -29,21 +48,26 @@ fn render(
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(draw_err)?;
         draw(root.clone())?;
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(draw_err)?;
     }
     let png = encode_png_rgb(&buf, w, h)?;
     let tmp = path.with_extension("png.tmp");
-    std::fs::write(&tmp, png).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+    let write_err = |source| PlotError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, png).map_err(write_err)?;
+    std::fs::rename(&tmp, path).map_err(write_err)
 }
 
-pub fn encode_png_rgb(buf: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
-    let img = image::RgbImage::from_raw(w, h, buf.to_vec()).ok_or("bad buffer size")?;
+pub fn encode_png_rgb(buf: &[u8], w: u32, h: u32) -> Result<Vec<u8>, PlotError> {
+    let img = image::RgbImage::from_raw(w, h, buf.to_vec())
+        .ok_or_else(|| PlotError::Encode("bad buffer size".into()))?;
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PlotError::Encode(e.to_string()))?;
     Ok(out.into_inner())
 }
 
@@ -78,17 +102,17 @@ pub fn lr_find_png(r: &LrFindResult, path: &Path) -> PlotResult {
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d((x0..x1).log_scale(), lo..hi)
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         c.configure_mesh()
             .x_desc("learning rate")
             .y_desc("loss (smoothed)")
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         c.draw_series(LineSeries::new(
             lrs.iter().copied().zip(losses.iter().copied()),
             &BLUE,
         ))
-        .map_err(|e| e.to_string())?;
+        .map_err(draw_err)?;
         if let Some(s) = r.suggestions {
             for (lr, color, label) in [
                 (s.valley, RED, "valley"),
@@ -106,7 +130,7 @@ pub fn lr_find_png(r: &LrFindResult, path: &Path) -> PlotResult {
                     .map(|p| *p.1)
                     .unwrap_or(lo);
                 c.draw_series(std::iter::once(Circle::new((lr, y), 6, color.filled())))
-                    .map_err(|e| e.to_string())?
+                    .map_err(draw_err)?
                     .label(format!("{label} {lr:.1e}"))
                     .legend(move |(x, y)| Circle::new((x, y), 5, color.filled()));
             }
@@ -114,7 +138,7 @@ pub fn lr_find_png(r: &LrFindResult, path: &Path) -> PlotResult {
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(draw_err)?;
         }
         Ok(())
     })
@@ -132,17 +156,17 @@ pub fn losses_png(batch_losses: &[f64], metrics: &[MetricsLine], path: &Path) ->
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..n, lo.min(0.0)..hi)
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         c.configure_mesh()
             .x_desc("batch (last stage)")
             .y_desc("loss")
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         c.draw_series(LineSeries::new(
             batch_losses.iter().enumerate().map(|(i, &l)| (i as f64, l)),
             &BLUE,
         ))
-        .map_err(|e| e.to_string())?
+        .map_err(draw_err)?
         .label("train")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
         let last_stage = metrics.last().map(|m| m.stage);
@@ -160,7 +184,7 @@ pub fn losses_png(batch_losses: &[f64], metrics: &[MetricsLine], path: &Path) ->
                     .map(|(i, &l)| ((i + 1) as f64 * per, l)),
                 RED.stroke_width(2),
             ))
-            .map_err(|e| e.to_string())?
+            .map_err(draw_err)?
             .label("valid")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
@@ -168,7 +192,7 @@ pub fn losses_png(batch_losses: &[f64], metrics: &[MetricsLine], path: &Path) ->
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         Ok(())
     })
 }
@@ -187,7 +211,7 @@ pub fn confusion_png(cm: &ConfusionMatrix, path: &Path) -> PlotResult {
             .max(1) as f64;
         let root = root
             .titled("Confusion matrix", ("sans-serif", 24))
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         let (w, h) = root.dim_in_pixel();
         let (left, top) = (140i32, 30i32);
         let cell = ((w as i32 - left - 20).min(h as i32 - top - 80) / k as i32).max(10);
@@ -200,16 +224,16 @@ pub fn confusion_png(cm: &ConfusionMatrix, path: &Path) -> PlotResult {
                     [(x, y), (x + cell, y + cell)],
                     color.filled(),
                 ))
-                .map_err(|e| e.to_string())?;
+                .map_err(draw_err)?;
                 root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(draw_err)?;
                 let text_color = if t > 0.6 { WHITE } else { BLACK };
                 root.draw(&Text::new(
                     v.to_string(),
                     (x + cell / 2 - 12, y + cell / 2 - 12),
                     ("sans-serif", 28).into_font().color(&text_color),
                 ))
-                .map_err(|e| e.to_string())?;
+                .map_err(draw_err)?;
             }
         }
         for (i, l) in cm.labels.iter().enumerate() {
@@ -218,20 +242,20 @@ pub fn confusion_png(cm: &ConfusionMatrix, path: &Path) -> PlotResult {
                 (5, top + i as i32 * cell + cell / 2),
                 ("sans-serif", 16),
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
             root.draw(&Text::new(
                 l.clone(),
                 (left + i as i32 * cell + 10, top + k as i32 * cell + 10),
                 ("sans-serif", 16),
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         }
         root.draw(&Text::new(
             "actual ↓   predicted →",
             (left, top + k as i32 * cell + 40),
             ("sans-serif", 16),
         ))
-        .map_err(|e| e.to_string())?;
+        .map_err(draw_err)?;
         Ok(())
     })
 }

@@ -1,8 +1,46 @@
 //! A run folder: every file a training run, a job or a registered model
 //! writes, named in one place.
 
+use crate::learner::EpochMetrics;
 use cxr_models::weights::{CARD_FILE, WEIGHTS_FILE};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// A file of a run folder that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct FileError {
+    pub path: PathBuf,
+    pub msg: String,
+}
+
+impl FileError {
+    pub fn new(path: &Path, e: impl std::fmt::Display) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`: an epoch of a stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsLine {
+    pub stage: usize,
+    pub stage_name: String,
+    pub size: u32,
+    #[serde(flatten)]
+    pub metrics: EpochMetrics,
+}
+
+/// Writes `value` as pretty JSON to a temporary name, then renames it into place.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(value).map_err(|e| FileError::new(path, e))?;
+    std::fs::write(&tmp, text).map_err(|e| FileError::new(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| FileError::new(path, e))
+}
 
 /// The files of a finished run that make up a model and its reports, in the
 /// order a registered model copies them (the first two are required).
@@ -91,6 +129,37 @@ impl RunDir {
     /// Whether the run holds a checkpoint that `--resume` can continue.
     pub fn has_checkpoint(&self) -> bool {
         self.checkpoint().state().exists()
+    }
+
+    /// Creates the folder (and its parents).
+    pub fn create(&self) -> Result<(), FileError> {
+        std::fs::create_dir_all(&self.root).map_err(|e| FileError::new(&self.root, e))
+    }
+
+    /// The lines of `metrics.jsonl` (none when it is missing; unreadable lines skipped).
+    pub fn read_metrics(&self) -> Vec<MetricsLine> {
+        std::fs::read_to_string(self.metrics())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Appends one line to `metrics.jsonl`.
+    pub fn append_metrics(&self, line: &MetricsLine) -> Result<(), FileError> {
+        let path = self.metrics();
+        let text = serde_json::to_string(line).map_err(|e| FileError::new(&path, e))?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{text}"))
+            .map_err(|e| FileError::new(&path, e))
+    }
+
+    /// Starts a fresh run: removes `metrics.jsonl` of an earlier one.
+    pub fn clear_metrics(&self) {
+        let _ = std::fs::remove_file(self.metrics());
     }
 }
 
