@@ -155,7 +155,7 @@ impl Stage {
                 self.size, self.presize
             ));
         }
-        self.lr.validate().or_else(err)?;
+        self.lr.validate().map_err(|e| e.to_string()).or_else(err)?;
         if let Some(k) = self.oversample {
             if k == 0 || k > 20 {
                 return err(format!("oversample must be between 1 and 20, got {k}"));

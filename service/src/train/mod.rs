@@ -132,7 +132,7 @@ pub fn run_recipe(
     for s in recipe.stages.iter().filter(|s| !s.skip) {
         s.precision
             .check_device(&device)
-            .map_err(TrainError::Recipe)?;
+            .map_err(|e| TrainError::Recipe(e.to_string()))?;
         if let Some(p) = &s.pretrained {
             if !p.exists() {
                 return Err(TrainError::MissingWeights { path: p.clone() });
