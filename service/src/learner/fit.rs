@@ -135,6 +135,22 @@ impl Learner {
         &mut self.rng
     }
 
+    /// The f16 loss scale the learner's next fit starts from.
+    pub fn loss_scale(&self) -> LossScale {
+        self.loss_scale
+    }
+
+    /// Keeps the loss scale a fit ended at (see [`OptionCallbacks::loss_scale`]).
+    pub fn set_loss_scale(&mut self, scale: LossScale) {
+        self.loss_scale = scale;
+    }
+
+    /// The callbacks this learner's options ask for, the loss scaler starting
+    /// at [`Learner::loss_scale`].
+    pub fn option_callbacks(&self) -> OptionCallbacks {
+        OptionCallbacks::new(&self.opts, self.loss_scale)
+    }
+
     /// The parameter groups handed to the optimizer: all of them, or when frozen
     /// only the head and the BN parameters of the body.
     pub fn trainable_groups(&self) -> Vec<Vec<ParamRef>> {
@@ -270,7 +286,7 @@ impl Learner {
         if let Some(s) = resume {
             opt.load_state(&s.tensors, s.step, &self.device())?;
         }
-        let mut tricks = OptionCallbacks::new(&self.opts, self.loss_scale);
+        let mut tricks = self.option_callbacks();
         let mut schedule = OneCycleSchedule::new(lr, OneCycle::default());
         let mut guard = DivergenceGuard;
         let mut recorder = Recorder::default();
@@ -294,7 +310,7 @@ impl Learner {
     /// callbacks: the options' tricks and the [`LrFinder`].
     pub fn lr_find(&mut self, dls: &DataLoaders, num_it: usize) -> Result<LrFindResult, FitError> {
         let mut opt = self.new_optimizer()?;
-        let mut tricks = OptionCallbacks::new(&self.opts, self.loss_scale);
+        let mut tricks = self.option_callbacks();
         let mut finder = LrFinder::new(num_it);
         let mut cbs: Vec<&mut dyn Callback> = tricks.callbacks();
         cbs.push(&mut finder);

@@ -80,3 +80,30 @@ impl OptionCallbacks {
         self.loss_scaler.as_ref().map(|s| s.state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_options_pick_the_callbacks() {
+        let none = OptionCallbacks::new(&LearnerOptions::default(), LossScale::default());
+        assert!(none.label_smoothing.is_none() && none.mixup.is_none());
+        assert!(none.loss_scaler.is_none() && none.loss_scale().is_none());
+        let opts = LearnerOptions {
+            label_smoothing: 0.1,
+            mixup: Some(0.4),
+            precision: Precision::F16,
+            ..Default::default()
+        };
+        let scale = LossScale {
+            scale: 1024.0,
+            good_steps: 7,
+        };
+        let mut all = OptionCallbacks::new(&opts, scale);
+        assert_eq!(all.callbacks().len(), 3);
+        assert_eq!(all.label_smoothing.map(|c| c.eps), Some(0.1));
+        assert_eq!(all.mixup.as_ref().map(|c| c.alpha), Some(0.4));
+        assert_eq!(all.loss_scale(), Some(scale));
+    }
+}
