@@ -13,7 +13,6 @@ use cxr_service::data::DataLoaders;
 use cxr_service::recipe::{Recipe, Stage};
 use cxr_service::report::plots;
 use cxr_service::train::{run_recipe, stage, write_json, RunDir, RunOptions};
-use std::path::Path;
 
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {

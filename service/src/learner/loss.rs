@@ -27,7 +27,27 @@ pub fn loss(logits: &Tensor, target: &Tensor, smoothing: f64) -> Result<Tensor> 
     cross_entropy_per_sample(logits, target, smoothing)?.mean_all()
 }
 
+/// The loss function: cross-entropy, with fastai's label smoothing when
+/// `smoothing` > 0 (the default, 0, is plain cross-entropy).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CrossEntropy {
+    pub smoothing: f64,
+}
+
+impl CrossEntropy {
+    /// Per-sample loss `[N]`.
+    pub fn per_sample(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        cross_entropy_per_sample(logits, target, self.smoothing)
+    }
+
+    /// Mean loss.
+    pub fn mean(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        loss(logits, target, self.smoothing)
+    }
+}
+
 /// A mixed batch: `x = lam*x + (1-lam)*x[perm]`, loss mixed the same way per sample.
+#[derive(Debug, Clone)]
 pub struct Mixup {
     pub x: Tensor,
     pub target_b: Tensor,

@@ -4,16 +4,28 @@
 //! - [`optim`]: AdamW with parameter groups;
 //! - [`loss`]: cross-entropy, label smoothing, mixup;
 //! - [`metrics`]: accuracy, F1, precision, recall, AUC, confusion matrix, report;
-//! - [`fit`]: `fit_one_cycle`, `lr_find`, validation, freezing.
+//! - [`options`]: the learner's options and activation precision;
+//! - [`fit`]: the learner, its training loop `fit`, `fit_one_cycle`,
+//!   `lr_find`, validation, freezing;
+//! - [`callback`]: the hooks the loop calls, and the state they share;
+//! - [`callbacks`]: the tricks as callbacks (mixup, label smoothing, loss
+//!   scaling, one-cycle, recording, checkpointing, progress/cancel, lr_find).
 
+pub mod callback;
+pub mod callbacks;
 pub mod fit;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod options;
 pub mod schedule;
+#[cfg(test)]
+mod testutil;
 
-pub use fit::{EpochMetrics, Event, Learner, LearnerOptions, LrFindResult, Precision};
+pub use callback::{BatchState, Callback, FitState, Halt, HookResult, StepHooks};
+pub use fit::{EpochMetrics, Event, FitError, Learner, LrFindResult, OptState};
 pub use metrics::{report, Report};
+pub use options::{LearnerOptions, Precision, PrecisionError};
 pub use schedule::{even_mults, LrSuggestions, OneCycle};
 
 /// Learning rate as given on the command line or in a recipe: one value for
@@ -40,16 +52,22 @@ impl LrSpec {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LrSpecError> {
         let ok = |x: f64| x.is_finite() && x > 0.0 && x < 100.0;
         match *self {
             LrSpec::Single(x) if ok(x) => Ok(()),
             LrSpec::Range(a, b) if ok(a) && ok(b) && a <= b => Ok(()),
-            _ => Err(format!(
-                "learning rate {self} is invalid: it must be positive and finite (a range lo..hi needs lo <= hi)"
-            )),
+            _ => Err(LrSpecError::Invalid(*self)),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LrSpecError {
+    #[error("learning rate {0} is invalid: it must be positive and finite (a range lo..hi needs lo <= hi)")]
+    Invalid(LrSpec),
+    #[error("learning rate {0:?} is not a number or a range like 1e-6..1e-4")]
+    NotANumber(String),
 }
 
 impl std::fmt::Display for LrSpec {
@@ -62,12 +80,12 @@ impl std::fmt::Display for LrSpec {
 }
 
 impl std::str::FromStr for LrSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = LrSpecError;
+    fn from_str(s: &str) -> Result<Self, LrSpecError> {
         let parse = |t: &str| {
-            t.trim().parse::<f64>().map_err(|_| {
-                format!("learning rate {s:?} is not a number or a range like 1e-6..1e-4")
-            })
+            t.trim()
+                .parse::<f64>()
+                .map_err(|_| LrSpecError::NotANumber(s.to_string()))
         };
         let spec = match s.split_once("..") {
             Some((a, b)) => LrSpec::Range(parse(a)?, parse(b)?),

@@ -29,8 +29,8 @@ pub enum TrainError {
     Data(#[from] crate::data::DataError),
     #[error("invalid recipe: {0}")]
     Recipe(#[from] crate::recipe::RecipeError),
-    #[error("{0}")]
-    Device(String),
+    #[error(transparent)]
+    Device(#[from] crate::learner::PrecisionError),
     #[error("pretrained weights {path} not found. Fetch them on a machine with internet access with `scripts/fetch-weights.sh` (torchvision ResNet18 IMAGENET1K_V1), then copy the file to {path} or pass --pretrained FILE")]
     MissingWeights { path: PathBuf },
     #[error(transparent)]

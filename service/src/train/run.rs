@@ -74,9 +74,7 @@ pub fn run_recipe(
 /// precision, and pretrained weights are where the recipe says.
 fn preflight(recipe: &Recipe, device: &Device) -> Result<(), TrainError> {
     for (_, s) in recipe.active() {
-        s.precision
-            .check_device(device)
-            .map_err(|e| TrainError::Device(e.to_string()))?;
+        s.precision.check_device(device)?;
     }
     if let Some(path) = recipe.missing_weights() {
         return Err(TrainError::MissingWeights {

@@ -224,7 +224,7 @@ fn fit_stage(
             recipe: ctx.recipe.clone(),
         };
         ckpt.save(l, opt, state)
-            .map_err(|e| FitError::Other(e.to_string()))
+            .map_err(|e| FitError::Checkpoint(Box::new(e)))
     };
     let mut on_event = |e: &Event| {
         if let Event::Epoch(m) = e {
