@@ -5,7 +5,7 @@
 //! Relu, MaxPool, AveragePool, Add, global pools, Concat, Flatten, Gemm and a
 //! final Softmax. Input `input` `[N, 3, S, S]` (batch dynamic), output `probs`.
 
-use super::import::WeightsError;
+use super::error::WeightsError;
 use crate::head::Head;
 use crate::layers::{BatchNorm, Conv2d, Linear};
 use crate::network::{Body, Network};
