@@ -205,3 +205,61 @@ pub fn resnet_group(name: &str) -> usize {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::plan::{Algorithm, KernelSettings, Pass};
+    use crate::{Arch, NetConfig, Network};
+    use candle_core::{Device, Result};
+
+    /// Every convolution of ResNet18 at 224 px with its shape, and the
+    /// table `cxr bench --explain` prints.
+    #[test]
+    fn lists_every_convolution_with_its_plan() -> Result<()> {
+        let net = Network::new(NetConfig::standard(Arch::Resnet18, 2), &Device::Cpu, 0)?;
+        let body = net.resnet_body().expect("a ResNet18 body");
+        let sites = body.conv_sites(16, 224);
+        assert_eq!(
+            sites.len(),
+            20,
+            "conv1, 16 block convolutions, 3 downsamples"
+        );
+        let first = &sites[0];
+        assert_eq!(
+            (first.name.as_str(), first.stem, first.input_grad),
+            ("conv1", true, false)
+        );
+        assert_eq!(
+            (first.conv.g.h, first.conv.g.oh, first.conv.o),
+            (224, 112, 64)
+        );
+        let names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            &names[1..4],
+            ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1"]
+        );
+        assert_eq!(
+            &names[5..8],
+            ["layer2.0.conv1", "layer2.0.downsample.0", "layer2.0.conv2"]
+        );
+        let last = &sites[19];
+        assert_eq!(
+            (last.name.as_str(), last.conv.g.h, last.conv.g.c),
+            ("layer4.1.conv2", 7, 512)
+        );
+        let s = KernelSettings::auto_for(true);
+        let kept = Pass::Stem { kept: true };
+        assert_eq!(
+            crate::kernels::plan(&first.conv, kept, &s),
+            Algorithm::FusedStem
+        );
+        let table = net.explain_kernels(16, 224, &s).expect("a table");
+        eprintln!("{table}");
+        assert_eq!(table.lines().count(), 2 + 20, "{table}");
+        assert!(
+            table.contains("fused-stem") && table.contains("winograd"),
+            "{table}"
+        );
+        Ok(())
+    }
+}

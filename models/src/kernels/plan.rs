@@ -522,7 +522,7 @@ pub struct ConvSite {
 /// training forward, input and weight gradient.
 pub fn explain(sites: &[ConvSite], s: &KernelSettings) -> String {
     let mut out = format!(
-        "CXR_KERNELS={s}, AVX-512: {}\n{:<22} {:<26} {:<15} {:<15} {:<15} {}\n",
+        "CXR_KERNELS={s}, AVX-512: {}\n{:<22} {:<28} {:<15} {:<15} {:<15} {}\n",
         if s.avx512() { "yes" } else { "no" },
         "convolution",
         "shape (n, c->o, k/s, in)",
@@ -548,7 +548,7 @@ pub fn explain(sites: &[ConvSite], s: &KernelSettings) -> String {
             g.c, g.kh, g.kw, g.stride, g.h, g.w
         );
         out += &format!(
-            "{:<22} {:<26} {:<15} {:<15} {:<15} {}\n",
+            "{:<22} {:<28} {:<15} {:<15} {:<15} {}\n",
             site.name,
             shape,
             plan(&site.conv, kept, s).name(),
