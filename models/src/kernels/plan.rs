@@ -66,9 +66,10 @@ const AVX512: u16 = 1 << 9;
 const DECIDED: u16 = 1 << 15;
 
 /// What `CXR_KERNELS` asks for: `auto` (the default: every kernel where it
-/// pays), `candle` (candle's CPU ops only, cxr's kernels off), or a comma
-/// list turning single algorithms off (`-winograd,-lanes`; see [`Toggle`]).
-/// `candle` and the list combine (`candle,-hot-pool`). Whether the CPU has
+/// pays), `candle` (candle's CPU ops only, cxr's kernels off; the hot pool,
+/// no kernel, stays on), or a comma list turning single algorithms off
+/// (`-winograd,-lanes`; see [`Toggle`]). `candle` and the list combine
+/// (`candle,-hot-pool`). Whether the CPU has
 /// AVX-512 is part of the settings: without it only the GEMM paths run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KernelSettings {
