@@ -10,7 +10,7 @@ echo "== per op"
 target/release/examples/bench_kernels "$BATCH" "$SIZE" "$ITERS"
 echo "== whole network (resnet18, batch $BATCH)"
 for mode in train infer; do
-  for k in cxr candle; do
+  for k in auto candle; do
     printf '%-7s' "$k"
     CXR_KERNELS=$k target/release/cxr bench --arch resnet18 --mode "$mode" --batch "$BATCH" --size "$SIZE" --iters "$ITERS"
   done

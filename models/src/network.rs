@@ -25,15 +25,18 @@ impl Arch {
     }
 }
 
+/// A name that is no [`Arch`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown architecture {0:?} (expected resnet18 or xresnet18)")]
+pub struct UnknownArch(pub String);
+
 impl std::str::FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = UnknownArch;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownArch> {
         match s.to_ascii_lowercase().as_str() {
             "resnet18" => Ok(Arch::Resnet18),
             "xresnet18" => Ok(Arch::Xresnet18),
-            other => Err(format!(
-                "unknown architecture {other:?} (expected resnet18 or xresnet18)"
-            )),
+            other => Err(UnknownArch(other.to_string())),
         }
     }
 }
@@ -176,6 +179,20 @@ impl Network {
             None => crate::kernels::inference(run),
         };
         crate::kernels::hot_pool(x.device(), predict)
+    }
+
+    /// Which algorithm the CPU kernels take for each convolution of the
+    /// body on `n` images of `size` pixels under settings `s`
+    /// ([`crate::kernels::plan::explain`]); `None` for XResNet18, whose
+    /// convolutions are not listed.
+    pub fn explain_kernels(
+        &self,
+        n: usize,
+        size: usize,
+        s: &crate::kernels::KernelSettings,
+    ) -> Option<String> {
+        let body = self.resnet_body()?;
+        Some(crate::kernels::plan::explain(&body.conv_sites(n, size), s))
     }
 
     /// The parameter group of a tensor name (0: stem/early body, 1: late body, 2: head).

@@ -4,6 +4,8 @@
 //! `layer{2,3,4}.0.downsample.{0,1}`, then the head (`fc` or the fastai head).
 //! Channel widths are configurable so small fixtures exercise the whole path.
 
+use crate::kernels::plan::{Conv, ConvSite};
+use crate::kernels::ConvGeom;
 use crate::layers::{conv_bn, conv_bn_relu_max_pool, BatchNorm, Conv2d};
 use crate::params::{Init, ParamStore};
 use candle_core::{Result, Tensor};
@@ -133,6 +135,64 @@ impl ResNet18Body {
     pub fn out_channels(&self) -> usize {
         self.widths[3]
     }
+
+    /// Every convolution of the body on `n` images of `size x size` pixels,
+    /// in execution order, as the kernel plan sees it.
+    pub fn conv_sites(&self, n: usize, size: usize) -> Vec<ConvSite> {
+        let mut sites = Vec::new();
+        let Some(side) = push_site(&mut sites, "conv1", &self.conv1, n, size, true) else {
+            return sites;
+        };
+        // The 3x3 stride-2 max pool, padded by 1.
+        let mut side = (side + 2 - 3) / 2 + 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (j, block) in layer.iter().enumerate() {
+                let name = format!("layer{}.{j}", i + 1);
+                let c1 = &block.conv1;
+                let Some(mid) = push_site(&mut sites, &format!("{name}.conv1"), c1, n, side, false)
+                else {
+                    return sites;
+                };
+                if let Some((ds, _)) = &block.downsample {
+                    push_site(
+                        &mut sites,
+                        &format!("{name}.downsample.0"),
+                        ds,
+                        n,
+                        side,
+                        false,
+                    );
+                }
+                let c2 = &block.conv2;
+                match push_site(&mut sites, &format!("{name}.conv2"), c2, n, mid, false) {
+                    Some(out) => side = out,
+                    None => return sites,
+                }
+            }
+        }
+        sites
+    }
+}
+
+/// Adds `conv` on `n` images of `side x side` to `sites`; returns its output
+/// side, `None` when the input is too small for it.
+fn push_site(
+    sites: &mut Vec<ConvSite>,
+    name: &str,
+    conv: &Conv2d,
+    n: usize,
+    side: usize,
+    stem: bool,
+) -> Option<usize> {
+    let (o, c, kh, kw) = conv.weight.as_tensor().dims4().ok()?;
+    let g = ConvGeom::new(c, side, side, kh, kw, conv.stride, conv.padding)?;
+    sites.push(ConvSite {
+        name: name.to_string(),
+        conv: Conv { n, o, g },
+        input_grad: conv.input_grad,
+        stem,
+    });
+    Some(g.oh)
 }
 
 /// fastai's split of a ResNet into parameter groups: stem+layer1+layer2 / layer3+layer4 / head.
@@ -143,5 +203,63 @@ pub fn resnet_group(name: &str) -> usize {
         2
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::plan::{Algorithm, KernelSettings, Pass};
+    use crate::{Arch, NetConfig, Network};
+    use candle_core::{Device, Result};
+
+    /// Every convolution of ResNet18 at 224 px with its shape, and the
+    /// table `cxr bench --explain` prints.
+    #[test]
+    fn lists_every_convolution_with_its_plan() -> Result<()> {
+        let net = Network::new(NetConfig::standard(Arch::Resnet18, 2), &Device::Cpu, 0)?;
+        let body = net.resnet_body().expect("a ResNet18 body");
+        let sites = body.conv_sites(16, 224);
+        assert_eq!(
+            sites.len(),
+            20,
+            "conv1, 16 block convolutions, 3 downsamples"
+        );
+        let first = &sites[0];
+        assert_eq!(
+            (first.name.as_str(), first.stem, first.input_grad),
+            ("conv1", true, false)
+        );
+        assert_eq!(
+            (first.conv.g.h, first.conv.g.oh, first.conv.o),
+            (224, 112, 64)
+        );
+        let names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            &names[1..4],
+            ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1"]
+        );
+        assert_eq!(
+            &names[5..8],
+            ["layer2.0.conv1", "layer2.0.downsample.0", "layer2.0.conv2"]
+        );
+        let last = &sites[19];
+        assert_eq!(
+            (last.name.as_str(), last.conv.g.h, last.conv.g.c),
+            ("layer4.1.conv2", 7, 512)
+        );
+        let s = KernelSettings::auto_for(true);
+        let kept = Pass::Stem { kept: true };
+        assert_eq!(
+            crate::kernels::plan(&first.conv, kept, &s),
+            Algorithm::FusedStem
+        );
+        let table = net.explain_kernels(16, 224, &s).expect("a table");
+        eprintln!("{table}");
+        assert_eq!(table.lines().count(), 2 + 20, "{table}");
+        assert!(
+            table.contains("fused-stem") && table.contains("winograd"),
+            "{table}"
+        );
+        Ok(())
     }
 }

@@ -45,6 +45,11 @@ fn configure_candle_threads() {
 }
 
 fn main() -> std::process::ExitCode {
+    // An invalid CXR_KERNELS stops the program before anything runs.
+    if let Err(e) = cxr_models::kernels::init_from_env() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
     configure_candle_threads();
     cli::main(configure_allocator)
 }

@@ -6,11 +6,12 @@ use super::direct_weight_grad::WeightGrad;
 use super::gemm::{sgemm, MatRef};
 pub use super::im2col::ConvGeom;
 use super::im2col::{col2im, col2im_at, im2col, im2col_at, im2col_par};
-use super::prepared::Prepared;
+use super::par::{per_image, threads, with_scratch};
+use super::plan::{plan_now, Algorithm, Conv, Pass};
+use super::prepared::{Kernel, Prepared};
 use super::{direct, taps, winograd};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::cell::RefCell;
 
 /// `x` (N, C, H, W) convolved with `w` (O, C, KH, KW), PyTorch semantics
 /// (dilation 1, one group, no bias). On the CPU in f32 this runs cxr's
@@ -36,27 +37,6 @@ pub fn conv2d(
     } else {
         x.conv2d(w, pad, stride, 1, 1)
     }
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's scratch buffer of at least `len` values (not
-/// zeroed). The buffer is taken out while in use, so a re-entrant call (rayon
-/// work stealing) gets a fresh one instead of a borrow panic.
-pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    SCRATCH.with(|s| *s.borrow_mut() = buf);
-    r
-}
-
-fn threads() -> usize {
-    rayon::current_num_threads().max(1)
 }
 
 pub(super) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -97,46 +77,6 @@ pub(super) fn geom(
             x.2
         ),
     }
-}
-
-/// Runs `f(image index, output chunk)` over `n` images: in parallel over
-/// images (one-thread GEMMs) when there are several, else one image with a
-/// parallel GEMM.
-pub(super) fn per_image(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], usize) + Sync) {
-    if n == 0 {
-        return;
-    }
-    let per = out.len() / n;
-    let t = threads();
-    if n == 1 || t == 1 {
-        for (i, o) in out.chunks_mut(per).enumerate() {
-            f(i, o, t);
-        }
-    } else {
-        out.par_chunks_mut(per)
-            .enumerate()
-            .for_each(|(i, o)| f(i, o, 1));
-    }
-}
-
-/// Below this many output positions per image, the whole batch's patches go
-/// side by side into one matrix and one GEMM instead of one thin GEMM per
-/// image. Measured (bench_kernels, batch 16 at 128 px): at 256 it made layer3
-/// (64 positions) 3x slower; for layer4 (16 positions) it is within the noise.
-const BATCHED_BELOW_COLS: usize = 32;
-
-fn batched(n: usize, g: &ConvGeom) -> bool {
-    n > 1 && g.cols() < BATCHED_BELOW_COLS
-}
-
-/// The weight gradient sums over images, so per-image GEMMs with few output
-/// positions each re-read and re-write the whole `o x c*k*k` gradient for a
-/// short inner dimension. Below this many positions all images go into one
-/// GEMM whose inner dimension is `n * positions`.
-const WEIGHT_GRAD_BATCHED_BELOW_COLS: usize = 256;
-
-fn batched_weight_grad(n: usize, g: &ConvGeom) -> bool {
-    n > 1 && g.cols() < WEIGHT_GRAD_BATCHED_BELOW_COLS
 }
 
 /// All images' patch matrices side by side: `rows x (n * cols)`.
@@ -184,55 +124,67 @@ pub fn conv_forward_then(
     g: &ConvGeom,
     epilogue: Epilogue<'_>,
 ) -> Vec<f32> {
+    let alg = plan_now(&Conv { n, o, g: *g }, Pass::Forward);
+    if alg == Algorithm::BatchedGemm {
+        return batched_forward(x, w, n, o, g, epilogue);
+    }
+    let mut out = vec![0.0f32; n * o * g.cols()];
+    if let Some(kernel) = Kernel::of(alg) {
+        Prepared::new(kernel, w, o, g).forward(x, n, g, &mut out, &direct::Post::default());
+        for (i, y) in out.chunks_mut(o * g.cols()).enumerate() {
+            epilogue(i, y);
+        }
+        return out;
+    }
     let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
-    if batched(n, g) {
-        let mut out = vec![0.0f32; n * o * cols];
-        let mut yb = vec![0.0f32; n * o * cols];
-        with_scratch(rows * n * cols, |col| {
-            batch_im2col(x, n, g, col);
-            sgemm(
-                &mut yb,
-                MatRef::new(w, o, rows),
-                MatRef::new(col, rows, n * cols),
-                false,
-                threads(),
-            );
-        });
-        from_batched(&yb, n, o, cols, &mut out);
-        for (i, y) in out.chunks_mut(o * cols).enumerate() {
-            epilogue(i, y);
-        }
-        return out;
-    }
-    let mut out = vec![0.0f32; n * o * cols];
-    if let Some(p) = Prepared::for_forward(w, o, g, n, false) {
-        p.forward(x, n, g, &mut out, &direct::Post::default());
-        for (i, y) in out.chunks_mut(o * cols).enumerate() {
-            epilogue(i, y);
-        }
-        return out;
-    }
     let wm = MatRef::new(w, o, rows);
     per_image(&mut out, n, |i, y, t| {
         let xi = &x[i * per_in..(i + 1) * per_in];
-        if g.is_pointwise() {
-            sgemm(y, wm, MatRef::new(xi, rows, cols), false, t);
-        } else if taps::applies(g) {
-            with_scratch(taps::scratch_len(g, o), |s| {
+        match alg {
+            Algorithm::Pointwise => sgemm(y, wm, MatRef::new(xi, rows, cols), false, t),
+            Algorithm::Taps => with_scratch(taps::scratch_len(g, o), |s| {
                 taps::forward(xi, w, o, g, y, s, t)
-            });
-        } else {
-            with_scratch(rows * cols, |col| {
+            }),
+            _ => with_scratch(rows * cols, |col| {
                 if t > 1 {
                     im2col_par(xi, g, col);
                 } else {
                     im2col(xi, g, col);
                 }
                 sgemm(y, wm, MatRef::new(col, rows, cols), false, t);
-            });
+            }),
         }
         epilogue(i, y);
     });
+    out
+}
+
+/// The forward as one GEMM over all images' patch matrices side by side.
+fn batched_forward(
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    o: usize,
+    g: &ConvGeom,
+    epilogue: Epilogue<'_>,
+) -> Vec<f32> {
+    let (rows, cols) = (g.rows(), g.cols());
+    let mut out = vec![0.0f32; n * o * cols];
+    let mut yb = vec![0.0f32; n * o * cols];
+    with_scratch(rows * n * cols, |col| {
+        batch_im2col(x, n, g, col);
+        sgemm(
+            &mut yb,
+            MatRef::new(w, o, rows),
+            MatRef::new(col, rows, n * cols),
+            false,
+            threads(),
+        );
+    });
+    from_batched(&yb, n, o, cols, &mut out);
+    for (i, y) in out.chunks_mut(o * cols).enumerate() {
+        epilogue(i, y);
+    }
     out
 }
 
@@ -253,16 +205,18 @@ pub fn conv_forward_affine(
     fallback: Epilogue<'_>,
     prepared: Option<&Prepared>,
 ) -> Vec<f32> {
+    let kept = prepared.is_some();
+    let Some(kernel) = Kernel::of(plan_now(&Conv { n, o, g: *g }, Pass::FusedForward { kept }))
+    else {
+        return conv_forward_then(x, w, n, o, g, fallback);
+    };
     let owned;
     let prepared = match prepared {
-        Some(p) if p.fits(o, g, n) => p,
-        _ => match Prepared::for_forward(w, o, g, n, false) {
-            Some(p) => {
-                owned = p;
-                &owned
-            }
-            None => return conv_forward_then(x, w, n, o, g, fallback),
-        },
+        Some(p) if p.fits(kernel, o, g) => p,
+        _ => {
+            owned = Prepared::new(kernel, w, o, g);
+            &owned
+        }
     };
     let mut out = vec![0.0f32; n * o * g.cols()];
     let post = direct::Post {
@@ -274,112 +228,159 @@ pub fn conv_forward_affine(
     out
 }
 
-/// Input gradient: per image `dcol = W^T (CKK x O) * dy (O x OH*OW)`, then col2im.
+/// Input gradient: per image `dcol = W^T (CKK x O) * dy (O x OH*OW)`, then
+/// col2im; or, stride 1, the Winograd or direct forward of `dy`.
 pub fn conv_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom) -> Vec<f32> {
-    let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
-    let wt = MatRef::new(w, o, rows).t();
-    let mut dx = vec![0.0f32; n * per_in];
-    if batched(n, g) {
-        let mut dyb = vec![0.0f32; n * o * cols];
-        to_batched(dy, n, o, cols, &mut dyb);
-        with_scratch(rows * n * cols, |dcol| {
-            sgemm(dcol, wt, MatRef::new(&dyb, o, n * cols), false, threads());
-            for (i, dxi) in dx.chunks_mut(per_in).enumerate() {
-                col2im_at(dcol, g, dxi, n * cols, i * cols);
-            }
-        });
-        return dx;
-    }
-    if let Some((wg, gt)) = winograd::Weights::for_input_grad(w, o, g, n) {
-        wg.forward(dy, n, &gt, &mut dx, &direct::Post::default());
-        return dx;
-    }
-    let packed = direct::Packed::for_input_grad(w, o, g);
-    per_image(&mut dx, n, |i, dxi, t| {
-        let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
-        if let Some(p) = &packed {
-            with_scratch(p.scratch_len(), |s| {
-                p.forward(dyi.data, dxi, s, t, &direct::Post::default())
-            });
-        } else if g.is_pointwise() {
-            sgemm(dxi, wt, dyi, false, t);
-        } else if taps::applies(g) {
-            with_scratch(taps::scratch_len(g, o), |s| {
-                taps::input_grad(dyi.data, w, o, g, dxi, s, t)
-            });
-        } else {
-            with_scratch(rows * cols, |dcol| {
-                sgemm(dcol, wt, dyi, false, t);
-                col2im(dcol, g, dxi);
+    let mut dx = vec![0.0f32; n * g.c * g.h * g.w];
+    let alg = plan_now(&Conv { n, o, g: *g }, Pass::InputGrad);
+    let flipped = match alg {
+        Algorithm::BatchedGemm => {
+            batched_input_grad(dy, w, n, o, g, &mut dx);
+            return dx;
+        }
+        Algorithm::Winograd | Algorithm::Direct => direct::input_grad_as_forward(w, o, g),
+        _ => None,
+    };
+    match (alg, flipped) {
+        (Algorithm::Winograd, Some((wt, gt))) => {
+            let wg = winograd::Weights::new(&wt, g.c, o);
+            wg.forward(dy, n, &gt, &mut dx, &direct::Post::default());
+        }
+        (Algorithm::Direct, Some((wt, gt))) => {
+            let p = direct::Packed::new(&wt, g.c, &gt);
+            let per_out = o * g.cols();
+            per_image(&mut dx, n, |i, dxi, t| {
+                let dyi = &dy[i * per_out..(i + 1) * per_out];
+                with_scratch(p.scratch_len(), |s| {
+                    p.forward(dyi, dxi, s, t, &direct::Post::default())
+                });
             });
         }
-    });
+        _ => gemm_input_grad(alg, dy, w, n, o, g, &mut dx),
+    }
     dx
+}
+
+/// The input gradient as one GEMM over the whole batch, then col2im per image.
+fn batched_input_grad(dy: &[f32], w: &[f32], n: usize, o: usize, g: &ConvGeom, dx: &mut [f32]) {
+    let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
+    let wt = MatRef::new(w, o, rows).t();
+    let mut dyb = vec![0.0f32; n * o * cols];
+    to_batched(dy, n, o, cols, &mut dyb);
+    with_scratch(rows * n * cols, |dcol| {
+        sgemm(dcol, wt, MatRef::new(&dyb, o, n * cols), false, threads());
+        for (i, dxi) in dx.chunks_mut(per_in).enumerate() {
+            col2im_at(dcol, g, dxi, n * cols, i * cols);
+        }
+    });
+}
+
+/// The input gradient by one GEMM per image: on `dy` itself (1x1), per tap
+/// ([`Algorithm::Taps`]), or followed by col2im.
+fn gemm_input_grad(
+    alg: Algorithm,
+    dy: &[f32],
+    w: &[f32],
+    n: usize,
+    o: usize,
+    g: &ConvGeom,
+    dx: &mut [f32],
+) {
+    let (rows, cols) = (g.rows(), g.cols());
+    let wt = MatRef::new(w, o, rows).t();
+    per_image(dx, n, |i, dxi, t| {
+        let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
+        match alg {
+            Algorithm::Pointwise => sgemm(dxi, wt, dyi, false, t),
+            Algorithm::Taps => with_scratch(taps::scratch_len(g, o), |s| {
+                taps::input_grad(dyi.data, w, o, g, dxi, s, t)
+            }),
+            _ => with_scratch(rows * cols, |dcol| {
+                sgemm(dcol, wt, dyi, false, t);
+                col2im(dcol, g, dxi);
+            }),
+        }
+    });
 }
 
 /// Weight gradient: `dW (O x CKK) = sum over images of dy (O x OH*OW) * col(x)^T`.
 /// Images are split into one contiguous run per thread, each with its own
 /// partial sum, added at the end.
 pub fn conv_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom) -> Vec<f32> {
-    let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
-    if let Some(wg) = WeightGrad::new(o, g) {
-        return direct_weight_grad(&wg, dy, x, n);
+    let alg = plan_now(&Conv { n, o, g: *g }, Pass::WeightGrad);
+    if alg == Algorithm::Direct {
+        return direct_weight_grad(&WeightGrad::new(o, g), dy, x, n);
     }
-    // The shifted-tap path sums into a (taps, o, c) layout, reordered at the end.
-    let by_taps = taps::applies(g) && !batched_weight_grad(n, g);
-    let accumulate_run = |range: std::ops::Range<usize>, dw: &mut [f32], t: usize| {
-        for (k, i) in range.enumerate() {
-            let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
-            let xi = &x[i * per_in..(i + 1) * per_in];
-            if by_taps {
-                with_scratch(taps::weight_grad_scratch_len(g, o), |s| {
-                    taps::weight_grad(dyi.data, xi, o, g, dw, k > 0, s, t)
-                });
-            } else if g.is_pointwise() {
-                sgemm(dw, dyi, MatRef::new(xi, rows, cols).t(), k > 0, t);
-            } else {
-                with_scratch(rows * cols, |col| {
-                    im2col(xi, g, col);
-                    sgemm(dw, dyi, MatRef::new(col, rows, cols).t(), k > 0, t);
-                });
-            }
-        }
-    };
-    let t = threads().min(n).max(1);
-    let mut dw = vec![0.0f32; o * rows];
     if n == 0 {
-        return dw;
+        return vec![0.0f32; o * g.rows()];
     }
-    if batched_weight_grad(n, g) {
-        let mut dyb = vec![0.0f32; n * o * cols];
-        to_batched(dy, n, o, cols, &mut dyb);
-        with_scratch(rows * n * cols, |col| {
-            batch_im2col(x, n, g, col);
-            let colt = MatRef::new(col, rows, n * cols).t();
-            sgemm(
-                &mut dw,
-                MatRef::new(&dyb, o, n * cols),
-                colt,
-                false,
-                threads(),
-            );
-        });
-        return dw;
+    if alg == Algorithm::BatchedGemm {
+        return batched_weight_grad(dy, x, n, o, g);
     }
-    let finish = |dw: Vec<f32>| {
-        if by_taps {
-            taps::taps_to_oihw(&dw, o, g.c, g.kh * g.kw)
-        } else {
-            dw
-        }
+    let len = o * g.rows();
+    let dw = if threads().min(n) <= 1 {
+        let mut dw = vec![0.0f32; len];
+        accumulate_weight_grad(alg, (dy, x), o, g, 0..n, &mut dw, threads());
+        dw
+    } else {
+        sum_over_runs(n, len, |run, part| {
+            accumulate_weight_grad(alg, (dy, x), o, g, run, part, 1)
+        })
     };
-    if t == 1 {
-        accumulate_run(0..n, &mut dw, threads());
-        return finish(dw);
+    // The shifted-tap path sums into a (taps, o, c) layout, reordered here.
+    if alg == Algorithm::Taps {
+        taps::taps_to_oihw(&dw, o, g.c, g.kh * g.kw)
+    } else {
+        dw
     }
-    finish(sum_over_runs(n, o * rows, |run, part| {
-        accumulate_run(run, part, 1)
-    }))
+}
+
+/// Adds the weight gradient of images `range` of `(dy, x)` into `dw` by
+/// one GEMM per image (per tap for [`Algorithm::Taps`]), over `t` threads.
+fn accumulate_weight_grad(
+    alg: Algorithm,
+    (dy, x): (&[f32], &[f32]),
+    o: usize,
+    g: &ConvGeom,
+    range: std::ops::Range<usize>,
+    dw: &mut [f32],
+    t: usize,
+) {
+    let (rows, cols, per_in) = (g.rows(), g.cols(), g.c * g.h * g.w);
+    for (k, i) in range.enumerate() {
+        let dyi = MatRef::new(&dy[i * o * cols..(i + 1) * o * cols], o, cols);
+        let xi = &x[i * per_in..(i + 1) * per_in];
+        match alg {
+            Algorithm::Taps => with_scratch(taps::weight_grad_scratch_len(g, o), |s| {
+                taps::weight_grad(dyi.data, xi, o, g, dw, k > 0, s, t)
+            }),
+            Algorithm::Pointwise => sgemm(dw, dyi, MatRef::new(xi, rows, cols).t(), k > 0, t),
+            _ => with_scratch(rows * cols, |col| {
+                im2col(xi, g, col);
+                sgemm(dw, dyi, MatRef::new(col, rows, cols).t(), k > 0, t);
+            }),
+        }
+    }
+}
+
+/// The weight gradient as one GEMM over all images side by side.
+fn batched_weight_grad(dy: &[f32], x: &[f32], n: usize, o: usize, g: &ConvGeom) -> Vec<f32> {
+    let (rows, cols) = (g.rows(), g.cols());
+    let mut dw = vec![0.0f32; o * rows];
+    let mut dyb = vec![0.0f32; n * o * cols];
+    to_batched(dy, n, o, cols, &mut dyb);
+    with_scratch(rows * n * cols, |col| {
+        batch_im2col(x, n, g, col);
+        let colt = MatRef::new(col, rows, n * cols).t();
+        sgemm(
+            &mut dw,
+            MatRef::new(&dyb, o, n * cols),
+            colt,
+            false,
+            threads(),
+        );
+    });
+    dw
 }
 
 /// Splits images `0..n` into one contiguous run per thread; `run` adds its

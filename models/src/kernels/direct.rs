@@ -15,7 +15,6 @@
 //! version of the same loop backs it in tests and on other CPUs' test runs.
 
 use super::im2col::ConvGeom;
-use super::Switch;
 use rayon::prelude::*;
 
 /// Output channels per register tile.
@@ -31,43 +30,10 @@ pub(crate) const TILE: usize = 16 * V;
 /// than all taps at once per block.
 const CHANNELS_PER_PASS: usize = 16;
 
-/// Whether the direct kernel takes `g`: AVX-512 present, stride 1 or 2, a
-/// kernel larger than 1x1 (a 1x1 convolution has one tap per channel, too
-/// few to pay for the padded copy: 3.6x slower than its GEMM at batch 16),
-/// and a map wide enough that the dropped grid columns cost little. Of the
-/// stride-2 convolutions only those larger than 3x3 (the 7x7 stem, 1.2 to
-/// 1.6x faster): a 3x3/2 was 0.76 to 0.96 of its GEMM (bench_kernels, batch
-/// 16, 128 and 224 px, min of interleaved runs).
-pub fn applies(g: &ConvGeom) -> bool {
-    avx512() && suits(g) && enabled()
-}
-
-static SWITCH: Switch = Switch::new("CXR_DIRECT", "0");
-
-/// Whether the direct path may run (default: yes, unless `CXR_DIRECT=0`).
-fn enabled() -> bool {
-    SWITCH.on()
-}
-
-/// Turns the direct convolution on or off (the GEMM paths take over), for
-/// side-by-side benchmarks.
-pub fn set_enabled(on: bool) {
-    SWITCH.set(on);
-}
-
-fn suits(g: &ConvGeom) -> bool {
-    lays_out(g) && g.ow >= MIN_WIDTH && (g.stride == 1 || g.kh * g.kw > 9)
-}
-
-/// Whether [`TapLayout`] covers `g` on this machine, whatever its width:
-/// AVX-512 present, the path on, stride 1 or 2, a kernel larger than 1x1.
+/// Whether [`TapLayout`] covers `g`: stride 1 or 2, a kernel larger than 1x1.
 pub(crate) fn lays_out(g: &ConvGeom) -> bool {
-    avx512() && enabled() && (g.stride == 1 || g.stride == 2) && g.kh > 1 && g.kw > 1
+    (g.stride == 1 || g.stride == 2) && g.kh > 1 && g.kw > 1
 }
-
-/// Below this output width the grid's extra columns and the rounding to a
-/// whole register tile waste too much; the GEMM paths take those maps.
-const MIN_WIDTH: usize = 14;
 
 /// Whether this CPU has AVX-512F (the direct kernels' fast tiles).
 pub(crate) fn avx512() -> bool {
@@ -280,17 +246,6 @@ pub struct Packed {
 }
 
 impl Packed {
-    /// The packed stride-1 input gradient of `g`, as the forward convolution
-    /// of the output gradient ([`input_grad_as_forward`]), when the direct
-    /// kernel takes that convolution.
-    pub fn for_input_grad(w: &[f32], o: usize, g: &ConvGeom) -> Option<Self> {
-        if !input_grad_geom(o, g).is_some_and(|gt| applies(&gt)) {
-            return None;
-        }
-        let (wt, gt) = input_grad_as_forward(w, o, g)?;
-        Some(Self::new(&wt, g.c, &gt))
-    }
-
     /// `w` is `o x c x kh x kw` (PyTorch's layout) for the convolution `g`.
     pub fn new(w: &[f32], o: usize, g: &ConvGeom) -> Self {
         Self::with_kernel(w, o, g, best_kernel())
@@ -628,7 +583,7 @@ unsafe fn avx512_tile(
 /// The geometry of the forward convolution that computes the input gradient
 /// of `g` with `o` output channels (see [`input_grad_as_forward`]); `None`
 /// when there is none.
-fn input_grad_geom(o: usize, g: &ConvGeom) -> Option<ConvGeom> {
+pub(crate) fn input_grad_geom(o: usize, g: &ConvGeom) -> Option<ConvGeom> {
     if g.stride != 1 || g.pad >= g.kh || g.pad >= g.kw || g.kh != g.kw {
         return None;
     }

@@ -15,7 +15,7 @@ use super::im2col::ConvGeom;
 /// 16-wide vectors of output channels per register tile.
 const WV: usize = 4;
 /// Output channels per register tile.
-const WO: usize = 16 * WV;
+pub(super) const WO: usize = 16 * WV;
 /// Taps per register tile.
 const WR: usize = 6;
 /// Output positions one pass over all tiles covers (at least, whole rows):
@@ -40,13 +40,6 @@ struct Span<'a> {
     stride: usize,
 }
 
-/// Below this many output positions per image the batched GEMM is faster:
-/// each tile's pass is short and the `(taps, o)` sum (9 MB for ResNet18's
-/// layer4) is read and written once per pass. Measured (bench_kernels, batch
-/// 16 at 128 px, min of 7): 8x8 (layer3) 1.45x faster than the GEMM, 4x4
-/// (layer4) 2x slower, even with 8 images per pass.
-const MIN_POSITIONS: usize = 64;
-
 /// The weight gradient of one convolution over the direct path's layout.
 pub struct WeightGrad {
     o: usize,
@@ -58,11 +51,15 @@ pub struct WeightGrad {
 }
 
 impl WeightGrad {
-    /// When the direct path takes `g` (see [`direct::applies`]) and the
-    /// output channels fill whole register tiles.
-    pub fn new(o: usize, g: &ConvGeom) -> Option<Self> {
-        (direct::lays_out(g) && o.is_multiple_of(WO) && g.cols() >= MIN_POSITIONS)
-            .then(|| Self::with_kernel(o, g, best_kernel()))
+    /// For a convolution the direct layout covers ([`direct::lays_out`]),
+    /// with whole register tiles of output channels ([`WO`]); the plan
+    /// ([`super::plan`]) says when it pays.
+    pub fn new(o: usize, g: &ConvGeom) -> Self {
+        assert!(
+            direct::lays_out(g) && o.is_multiple_of(WO),
+            "direct weight gradient: geometry"
+        );
+        Self::with_kernel(o, g, best_kernel())
     }
 
     fn with_kernel(o: usize, g: &ConvGeom, kernel: TileFn) -> Self {

@@ -12,6 +12,7 @@
 
 use super::conv::geom;
 use super::im2col::ConvGeom;
+use super::plan::{plan_now, Algorithm, Conv, Pass};
 use super::prepared::{Kernel, Prepared};
 use candle_core::{Result, Tensor, TensorId};
 use std::cell::RefCell;
@@ -70,23 +71,27 @@ pub(crate) fn prepared_forward(
     stride: usize,
     pad: usize,
 ) -> Result<Option<Arc<Prepared>>> {
-    prepared_for(x, w, stride, pad, |g, n| Kernel::of(g, n, true))
+    prepared_for(x, w, stride, pad, |conv| {
+        plan_now(conv, Pass::FusedForward { kept: true })
+    })
 }
 
-/// [`prepared_forward`] for the kernel `pick(g, n)` names, if any.
+/// [`prepared_forward`] for the algorithm `pick` names, if it runs on
+/// prepared weights.
 pub(crate) fn prepared_for(
     x: &Tensor,
     w: &Tensor,
     stride: usize,
     pad: usize,
-    pick: impl Fn(&ConvGeom, usize) -> Option<Kernel>,
+    pick: impl Fn(&Conv) -> Algorithm,
 ) -> Result<Option<Arc<Prepared>>> {
     let Some(cache) = FROZEN.with(|c| c.borrow().clone()) else {
         return Ok(None);
     };
     let ((n, c, h, wd), (_, _, kh, kw)) = (x.dims4()?, w.dims4()?);
     let g = geom((c, h, wd), (kh, kw), stride, pad)?;
-    let Some(kernel) = pick(&g, n) else {
+    let o = w.dim(0)?;
+    let Some(kernel) = Kernel::of(pick(&Conv { n, o, g })) else {
         return Ok(None);
     };
     let key = (w.id(), g, kernel);
@@ -98,7 +103,6 @@ pub(crate) fn prepared_for(
     {
         return Ok(Some(p));
     }
-    let o = w.dim(0)?;
     let values = w.flatten_all()?.to_vec1::<f32>()?;
     let p = Arc::new(Prepared::new(kernel, &values, o, &g));
     if let Ok(mut m) = cache.prepared.lock() {
@@ -142,7 +146,8 @@ mod tests {
                 );
             }
             let g = ConvGeom::new(c, side, side, 3, 3, 1, 1).expect("geometry");
-            let expected = usize::from(Kernel::of(&g, n, true).is_some());
+            let kept = plan_now(&Conv { n, o: 24, g }, Pass::FusedForward { kept: true });
+            let expected = usize::from(Kernel::of(kept).is_some());
             assert_eq!(
                 cache.len(),
                 expected,

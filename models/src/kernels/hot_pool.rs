@@ -14,18 +14,11 @@
 //! onnxruntime's spinning thread pool does (idle, it spins a little, then
 //! yields its core to the OS between polls): batch-1 inference min 18.0 vs
 //! 19.1 ms, a b16@128 training step median ~350 vs ~379 ms (interleaved
-//! pairs). `CXR_HOT_POOL=0` turns it off.
+//! pairs). `CXR_KERNELS=-hot-pool` turns it off.
 
-use super::Switch;
+use super::plan::{settings, Toggle};
 use candle_core::Device;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-static SWITCH: Switch = Switch::new("CXR_HOT_POOL", "0");
-
-/// Turns the hot pool on or off for the whole process (benchmarks).
-pub fn set_enabled(on: bool) {
-    SWITCH.set(on);
-}
 
 /// Idle polls a helper spins through before it starts yielding its core to
 /// the OS at each poll: always yielding made batch-1 inference 1-2 % slower,
@@ -37,7 +30,7 @@ const SPINS: u32 = 256;
 /// other workers poll for work; on another device than the CPU, as it is.
 pub fn hot_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
     let threads = rayon::current_num_threads();
-    if !device.is_cpu() || threads < 2 || !SWITCH.on() {
+    if !device.is_cpu() || threads < 2 || !settings().on(Toggle::HotPool) {
         return f();
     }
     let done = AtomicBool::new(false);

@@ -17,7 +17,6 @@
 
 use super::direct::{avx512, pad_into, Post};
 use super::im2col::ConvGeom;
-use super::Switch;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -39,27 +38,14 @@ const L1_WEIGHTS: usize = 4096;
 /// weights go through them.
 const GROUP: usize = 8;
 
-static SWITCH: Switch = Switch::new("CXR_LANES", "0");
-
-/// Turns this path on or off, for side-by-side benchmarks.
-pub fn set_enabled(on: bool) {
-    SWITCH.set(on);
-}
-
 /// Whether this kernel computes `g` at all: 1x1 or 3x3, stride 1 or 2, or
 /// ResNet's 7x7 stride-2 stem.
-fn computes(g: &ConvGeom) -> bool {
+pub(super) fn computes(g: &ConvGeom) -> bool {
     match (g.kh, g.kw) {
         (1, 1) | (3, 3) => g.stride == 1 || g.stride == 2,
         (7, 7) => g.stride == 2,
         _ => false,
     }
-}
-
-/// Whether this path takes the forward of `g` on this machine: AVX-512, the
-/// path on, and a shape it computes.
-pub fn applies(g: &ConvGeom) -> bool {
-    avx512() && SWITCH.on() && computes(g)
 }
 
 /// One convolution's weights in the kernel's order.

@@ -1,37 +1,37 @@
 //! cxr's own CPU kernels for the ops that dominate ResNet training and
-//! inference, as candle custom ops (issue 7).
+//! inference, as candle custom ops. Only f32 on the CPU takes them; other
+//! devices and dtypes (CUDA, half precision) run candle's ops, so the model
+//! code is the same everywhere.
 //!
-//! candle 0.11's CPU convolution builds its patch matrix one value at a time
-//! and computes the input gradient with a direct transposed-convolution loop;
-//! here convolution forward, input gradient and weight gradient are
-//! im2col/col2im with contiguous row copies around one GEMM per image (the
-//! `gemm` crate, with its AVX-512 kernels enabled) or one GEMM per kernel tap
-//! (`taps`), scratch buffers are reused per thread, and the image's own
-//! gradient is never computed. On AVX-512 CPUs the forward and the stride-1
-//! input gradient of 3x3/7x7 convolutions on maps at least 14 wide run the
-//! `direct` kernel instead (no patch matrix, no packing; `CXR_DIRECT=0` or
-//! [`set_direct_enabled`] turns it off), and their weight gradients with at
-//! least 64 positions per image `direct_weight_grad` (the same padded image,
-//! reduced over positions). Of those, 3x3 stride-1 convolutions on maps at
-//! least 14 wide with a band of tiles in the batch run `winograd` F(4x4, 3x3)
-//! forward and for the input gradient (`CXR_WINOGRAD=0` turns it off;
-//! with weights kept by `frozen`, smaller maps too). `lanes`, a direct
-//! kernel with the output channels on the vector lanes, takes the forward
-//! of 3x3 stride-2 convolutions, and with kept weights that of 3x3 stride-1
-//! ones on maps up to 14 wide and, at batch 1, the 1x1 stride-2 ones of 128
-//! channels and more (`CXR_LANES=0` turns it off); in inference `stem` runs
-//! ResNet's 7x7 stem convolution on it fused with the max pool after it
-//! (`CXR_FUSED_STEM=0` turns that off). `prepared` holds the
-//! chosen kernel's weights, which `frozen` keeps for a model that only
-//! predicts. `adamw` is the optimizer's step as three
-//! in-place passes. `hot_pool` runs a prediction or a training step with
-//! the other rayon workers polling for work between its ops (`CXR_HOT_POOL=0`
-//! turns it off).
+//! **Which algorithm a convolution takes is decided in one place:
+//! [`plan`]** (`plan.rs`), from its shape, the pass (forward, fused
+//! inference forward, input or weight gradient), whether a frozen model keeps
+//! its prepared weights, and the settings. `cxr bench --explain` prints the
+//! plan for every convolution of ResNet18. The algorithms:
 //!
-//! Only f32 on the CPU takes these paths; every other device and dtype (CUDA,
-//! half precision) goes to candle's ops, so the model code is the same
-//! everywhere. `CXR_KERNELS=candle` (or [`set_enabled`]) switches back to
-//! candle's CPU ops, which is how the benchmarks compare the two.
+//! - `winograd`: Winograd F(4x4, 3x3), 3x3 stride-1 convolutions on larger
+//!   maps, forward and input gradient.
+//! - `direct`: register tiles over a zero-padded copy of the image, no patch
+//!   matrix (3x3 and 7x7, maps at least 14 wide); `direct_weight_grad` is its
+//!   weight gradient.
+//! - `lanes`: output channels on the vector lanes, for strided and small maps;
+//!   `stem` runs ResNet's stem (conv, BN, ReLU, max pool) fused on it in
+//!   inference.
+//! - `taps` (one GEMM per kernel tap) and im2col/col2im around one GEMM
+//!   (`gemm`, `im2col`) for everything else; small maps batch all images
+//!   into one GEMM.
+//!
+//! `prepared` holds weights in the form a kernel takes, `frozen` keeps them
+//! for a model that only predicts. Also: fused batch norm (`batch_norm`),
+//! conv+BN+ReLU for inference (`conv_affine`), the max pool, the AdamW step,
+//! and `hot_pool`, which keeps rayon's workers polling during a step.
+//!
+//! `CXR_KERNELS` ([`KernelSettings`], read once): `auto` (default: every
+//! kernel where it pays), `candle` (candle's ops only; the hot pool stays
+//! on), or a comma list turning single algorithms off: `-winograd`,
+//! `-direct`, `-lanes`, `-taps`, `-stem`, `-hot-pool` (`candle,-hot-pool`
+//! combines). The AVX-512 kernels (winograd, direct, lanes, stem) run only on
+//! CPUs with AVX-512F.
 
 mod adamw;
 mod batch_norm;
@@ -45,6 +45,8 @@ mod hot_pool;
 mod im2col;
 mod lanes;
 mod max_pool;
+mod par;
+pub mod plan;
 mod prepared;
 mod stem;
 mod taps;
@@ -60,20 +62,18 @@ pub use conv::{
     ConvGeom,
 };
 pub use conv_affine::{applies as conv_affine_applies, conv2d_affine};
-pub use direct::set_enabled as set_direct_enabled;
 pub use frozen::{inference_frozen, FrozenWeights};
-pub use hot_pool::{hot_pool, set_enabled as set_hot_pool_enabled};
-pub use lanes::set_enabled as set_lanes_enabled;
+pub use hot_pool::hot_pool;
 pub use max_pool::{applies as max_pool_applies, max_pool_3x3_s2_p1};
-pub use stem::{
-    applies as stem_applies, conv2d_affine_max_pool, set_enabled as set_fused_stem_enabled,
+pub use plan::{
+    init_from_env, plan, set_settings, settings, Algorithm, Conv, KernelSettings, Pass,
+    SettingsError, Toggle,
 };
-pub use winograd::set_enabled as set_winograd_enabled;
+pub use stem::{applies as stem_applies, conv2d_affine_max_pool};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The f32 values of a contiguous CPU tensor, as a custom op receives it;
 /// `op` and `what` name it in the error otherwise.
@@ -102,51 +102,9 @@ pub(crate) fn takes(ts: &[&candle_core::Tensor]) -> bool {
             .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
 }
 
-static KERNELS: Switch = Switch::new("CXR_KERNELS", "candle");
-
-/// Whether cxr's CPU kernels are used (default: yes, unless `CXR_KERNELS=candle`).
+/// Whether cxr's CPU kernels are used (not `CXR_KERNELS=candle`).
 pub fn enabled() -> bool {
-    KERNELS.on()
-}
-
-/// Turns cxr's CPU kernels on or off for the whole process.
-pub fn set_enabled(on: bool) {
-    KERNELS.set(on);
-}
-
-/// A kernel path's on/off switch: on unless its environment variable is
-/// `off` (read once), or as last [`Switch::set`].
-pub(crate) struct Switch {
-    var: &'static str,
-    off: &'static str,
-    /// 0 = not decided yet, 1 = on, 2 = off.
-    mode: AtomicU8,
-}
-
-impl Switch {
-    pub(crate) const fn new(var: &'static str, off: &'static str) -> Self {
-        Self {
-            var,
-            off,
-            mode: AtomicU8::new(0),
-        }
-    }
-
-    pub(crate) fn on(&self) -> bool {
-        match self.mode.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => {
-                let on = std::env::var(self.var).as_deref() != Ok(self.off);
-                self.set(on);
-                on
-            }
-        }
-    }
-
-    pub(crate) fn set(&self, on: bool) {
-        self.mode.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-    }
+    settings().kernels()
 }
 
 thread_local! {

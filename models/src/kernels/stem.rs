@@ -14,14 +14,15 @@
 //!
 //! It has no backward: the layers use it only inside [`super::inference`].
 
-use super::conv::{conv_of, f32s, geom, per_image, with_scratch};
+use super::conv::{conv_of, f32s, geom};
 use super::conv_affine::check_affine;
 use super::direct::Post;
 use super::im2col::ConvGeom;
 use super::lanes;
 use super::max_pool::{out_len, pool_rows};
-use super::prepared::{Kernel, Prepared};
-use super::Switch;
+use super::par::{per_image, with_scratch};
+use super::plan::{plan_now, Algorithm, Conv, Pass};
+use super::prepared::Prepared;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -31,24 +32,18 @@ use std::sync::Arc;
 /// threads), 15 convolution rows of 112 x 64 channels (430 KB) per band.
 const BAND: usize = 7;
 
-static SWITCH: Switch = Switch::new("CXR_FUSED_STEM", "0");
-
-/// Turns the fused stem on or off (the separate conv+BN+ReLU and max pool
-/// take over), for side-by-side benchmarks.
-pub fn set_enabled(on: bool) {
-    SWITCH.set(on);
-}
-
-/// Whether the fused stem takes the convolution of `x` by `w` (f32 on the
-/// CPU, kernels and this path on, a 7x7 stride-2 convolution the lanes
-/// kernel computes on this machine).
+/// Whether the fused stem takes the convolution of `x` by `w`: f32 on the
+/// CPU and the plan says [`Algorithm::FusedStem`].
 pub fn applies(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> bool {
-    if !(super::takes(&[x, w]) && SWITCH.on()) {
+    if !super::takes(&[x, w]) {
         return false;
     }
     match (x.dims4(), w.dims4()) {
-        (Ok((_, c, h, wd)), Ok((_, _, kh, kw))) => geom((c, h, wd), (kh, kw), stride, pad)
-            .is_ok_and(|g| (g.kh, g.kw, g.stride) == (7, 7, 2) && lanes::applies(&g)),
+        (Ok((n, c, h, wd)), Ok((o, _, kh, kw))) => geom((c, h, wd), (kh, kw), stride, pad)
+            .is_ok_and(|g| {
+                let conv = Conv { n, o, g };
+                plan_now(&conv, Pass::Stem { kept: false }) == Algorithm::FusedStem
+            }),
         _ => false,
     }
 }
@@ -64,7 +59,7 @@ pub fn conv2d_affine_max_pool(
     relu: bool,
 ) -> Result<Tensor> {
     check_affine(w.dim(0)?, &scale, &shift, "stem")?;
-    let prepared = super::frozen::prepared_for(x, w, stride, pad, |_, _| Some(Kernel::Lanes))?;
+    let prepared = super::frozen::prepared_for(x, w, stride, pad, |_| Algorithm::Lanes)?;
     let op = Stem {
         stride,
         pad,

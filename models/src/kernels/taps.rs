@@ -13,17 +13,9 @@
 use super::gemm::{sgemm, MatRef};
 use super::im2col::ConvGeom;
 
-/// Narrower outputs keep im2col: each row of the shifted views carries
-/// `kw - 1` wasted columns, and the per-tap GEMMs get too small. Measured
-/// (bench_kernels, batch 16 at 128 px): 32 wide (layer1) was faster with
-/// shifted taps, 8 wide (layer3) slower.
-const MIN_WIDTH: usize = 32;
-
-/// Whether `g` takes this path: stride 1, a real kernel (a 1x1 unpadded conv
-/// needs no patches anyway), padding smaller than the kernel (so the input
-/// gradient is a convolution of the same kind), and a wide enough output.
-pub fn applies(g: &ConvGeom) -> bool {
-    g.stride == 1 && !g.is_pointwise() && g.pad < g.kh && g.pad < g.kw && g.ow >= MIN_WIDTH
+/// Whether this path computes `g`: stride 1, a real kernel, padding smaller than the kernel.
+pub(super) fn computes(g: &ConvGeom) -> bool {
+    g.stride == 1 && !g.is_pointwise() && g.pad < g.kh && g.pad < g.kw
 }
 
 /// A `c`-channel image zero-padded equally on each side to `hp x wp`

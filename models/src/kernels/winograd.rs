@@ -26,13 +26,12 @@
 
 use super::direct::{self, Post, TileFn, R, TILE};
 use super::im2col::ConvGeom;
-use super::Switch;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
 /// Output tile side.
-const M: usize = 4;
+pub(super) const M: usize = 4;
 /// Input patch side.
 const A: usize = M + 2;
 /// Transformed values per tile ("frequencies").
@@ -40,62 +39,12 @@ const XI: usize = A * A;
 /// Tiles a transform handles at once (one vector).
 const L: usize = 16;
 /// Tile positions per band (a multiple of the kernel's [`TILE`]).
-const BAND: usize = TILE;
-
-static SWITCH: Switch = Switch::new("CXR_WINOGRAD", "0");
-
-/// Turns the Winograd path on or off (the direct and GEMM paths take over),
-/// for side-by-side benchmarks.
-pub fn set_enabled(on: bool) {
-    SWITCH.set(on);
-}
-
-/// Whether this path takes `g` over `n` images: AVX-512 present (the
-/// products run the direct kernel's AVX-512 tile), the path on, a 3x3
-/// stride-1 convolution padded by 1 (output size = input size), and enough
-/// tiles: at least one band's worth in the `n` images (fewer took 2.7 ms
-/// against the direct kernel's 2.1 ms at 256 channels, 14x14, batch 1,
-/// frozen weights, min of 30, when a band's products always covered a full
-/// register tile), or with kept weights [`MIN_KEPT_TILES`] on fewer than
-/// 512 input channels.
-///
-/// `kept`: the transformed weights are kept across calls (a frozen model,
-/// [`super::frozen`]), so transforming them costs nothing per call; then
-/// any map size qualifies. Transformed per call, the map must be at least
-/// [`MIN_SIDE`].
-pub fn applies(g: &ConvGeom, n: usize, kept: bool) -> bool {
-    let tiles = n * g.h.div_ceil(M) * g.w.div_ceil(M);
-    direct::avx512()
-        && SWITCH.on()
-        && computes(g)
-        && (kept || g.h.min(g.w) >= MIN_SIDE)
-        && (tiles >= BAND || (kept && tiles >= MIN_KEPT_TILES && g.c < 512))
-}
-
-/// With kept weights, this many tiles (one 16-lane vector of the products'
-/// tile, [`direct::narrow_sums`]) already pay: 256 channels at 14x14, batch
-/// 1 (16 tiles), took the whole batch-1 network from 16.0-16.2 to 15.1-15.3
-/// ms (min of 60 steps, 5 interleaved pairs) against the lanes kernel. Not
-/// for 512 input channels: their transformed weights are 38 MB per
-/// convolution (beyond the L3, and kept in the server's memory), read once
-/// per band.
-const MIN_KEPT_TILES: usize = 16;
+pub(super) const BAND: usize = TILE;
 
 /// Whether the kernel computes `g` at all: 3x3, stride 1, padded by 1.
-fn computes(g: &ConvGeom) -> bool {
+pub(super) fn computes(g: &ConvGeom) -> bool {
     (g.kh, g.kw, g.stride, g.pad) == (3, 3, 1, 1)
 }
-
-/// With weights transformed per call, smaller maps have too few tiles to pay
-/// for transforming the weights. Measured (bench_kernels, min of interleaved
-/// runs, forward / input gradient vs the direct kernel): batch 16 at 224 px,
-/// 56 wide 1.43 / 1.34x, 28 wide 1.21 / 1.14x, 14 wide 1.09 / 1.16x; batch
-/// 16 at 128 px, 32 wide 1.30 / 1.35x, 16 wide 1.01 / 1.12x, 8 wide 0.69 /
-/// 0.59x. With kept (frozen) weights the small maps gain too (wino_ab-style
-/// runs of the fused conv+BN+add+ReLU, min of 20 interleaved): 512 channels
-/// at 7x7, batch 12 / 16: 2.06 / 1.4-1.6x; 256 channels at 8x8, batch 16:
-/// 1.08x.
-const MIN_SIDE: usize = 14;
 
 /// The transformed weights of one convolution: `[o / R][ξ][c][R]`, the
 /// direct kernel's packed order for each block and ξ, zero rows past `o`.
@@ -112,18 +61,6 @@ impl Weights {
     pub fn new(w: &[f32], o: usize, c: usize) -> Self {
         let fast = direct::avx512();
         Self::with_kernel(w, o, c, direct::best_kernel(), fast)
-    }
-
-    /// The Winograd weights of the stride-1 input gradient of `g` (the
-    /// forward convolution of the output gradient with the flipped,
-    /// transposed kernel) when this path takes that convolution.
-    /// Returns them with that convolution's geometry.
-    pub fn for_input_grad(w: &[f32], o: usize, g: &ConvGeom, n: usize) -> Option<(Self, ConvGeom)> {
-        if !applies(g, n, false) {
-            return None;
-        }
-        let (wt, gt) = direct::input_grad_as_forward(w, o, g)?;
-        applies(&gt, n, false).then(|| (Self::new(&wt, g.c, o), gt))
     }
 
     fn with_kernel(w: &[f32], o: usize, c: usize, kernel: TileFn, fast: bool) -> Self {

@@ -5,35 +5,11 @@
 //! conversions), and ONNX exports of torchvision's ResNet18. The classifier
 //! (`fc`) is replaced by the network's own head unless it has the same shape.
 
+use super::error::WeightsError;
 use crate::network::{Arch, Network};
 use crate::params::Kind;
 use candle_core::{DType, Device, Tensor};
-use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum WeightsError {
-    #[error("{0}: no such file")]
-    NotFound(PathBuf),
-    #[error("{0}: {1}")]
-    Io(PathBuf, String),
-    #[error("{0}: unsupported weights file; expected .pth, .pt, .safetensors or .onnx")]
-    UnknownExtension(PathBuf),
-    #[error("{path}: not a ResNet18 checkpoint: {reason}")]
-    WrongArchitecture { path: PathBuf, reason: String },
-    #[error("{path}: shape mismatch for {name}: the network expects {expected:?}, the file has {found:?}")]
-    ShapeMismatch {
-        path: PathBuf,
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
-    #[error("{path}: could not read weights: {reason}")]
-    Unreadable { path: PathBuf, reason: String },
-    #[error("invalid model: {0}")]
-    Format(String),
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-}
+use std::path::Path;
 
 /// What [`load_pretrained`] did, name by name.
 #[derive(Debug, Clone, Default)]

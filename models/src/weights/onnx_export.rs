@@ -5,10 +5,12 @@
 //! Relu, MaxPool, AveragePool, Add, global pools, Concat, Flatten, Gemm and a
 //! final Softmax. Input `input` `[N, 3, S, S]` (batch dynamic), output `probs`.
 
-use super::import::WeightsError;
+use super::error::WeightsError;
 use crate::head::Head;
 use crate::layers::{BatchNorm, Conv2d, Linear};
 use crate::network::{Body, Network};
+use crate::resnet::ResNet18Body;
+use crate::xresnet::XResNet18Body;
 use candle_core::{DType, Device, Tensor};
 use onnx_protobuf::{
     attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
@@ -192,56 +194,78 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
 /// Writes `net` as an ONNX model for `[N, 3, size, size]` inputs (via a temporary file and a rename).
 pub fn export_onnx(net: &Network, size: usize, path: &Path) -> Result<(), WeightsError> {
     let mut b = Builder::default();
+    let x = match &net.body {
+        Body::ResNet(r) => resnet_body(&mut b, r)?,
+        Body::XResNet(r) => xresnet_body(&mut b, r)?,
+    };
+    let logits = head(&mut b, net, x)?;
+    let model = model_proto(b, net, size, logits);
+    let bytes = model
+        .write_to_bytes()
+        .map_err(|e| WeightsError::Format(format!("could not encode ONNX: {e}")))?;
+    let tmp = path.with_extension("onnx.tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| WeightsError::Io(tmp.clone(), e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| WeightsError::Io(path.to_path_buf(), e.to_string()))?;
+    Ok(())
+}
+
+/// ResNet18's body from `input`; returns its output's name.
+fn resnet_body(b: &mut Builder, r: &ResNet18Body) -> Result<String, WeightsError> {
     let mut x = "input".to_string();
-    match &net.body {
-        Body::ResNet(r) => {
-            x = b.conv_bn(&x, "conv1", &r.conv1, &r.bn1, true)?;
-            x = b.max_pool(x);
-            for (li, layer) in r.layers.iter().enumerate() {
-                for (bi, blk) in layer.iter().enumerate() {
-                    let p = format!("layer{}.{bi}", li + 1);
-                    let y = b.conv_bn(&x, &format!("{p}.conv1"), &blk.conv1, &blk.bn1, true)?;
-                    let y = b.conv_bn(&y, &format!("{p}.conv2"), &blk.conv2, &blk.bn2, false)?;
-                    let id = match &blk.downsample {
-                        Some((c, n)) => b.conv_bn(&x, &format!("{p}.downsample"), c, n, false)?,
-                        None => x.clone(),
-                    };
-                    x = b.add_relu(y, id);
-                }
-            }
-        }
-        Body::XResNet(r) => {
-            for (i, s) in r.stem.iter().enumerate() {
-                x = b.conv_bn(&x, &format!("stem.{i}"), &s.conv, &s.bn, true)?;
-            }
-            x = b.max_pool(x);
-            for (li, layer) in r.layers.iter().enumerate() {
-                for (bi, blk) in layer.iter().enumerate() {
-                    let p = format!("layer{}.{bi}", li + 1);
-                    let y = b.conv_bn(&x, &format!("{p}.conv1"), &blk.conv1, &blk.bn1, true)?;
-                    let y = b.conv_bn(&y, &format!("{p}.conv2"), &blk.conv2, &blk.bn2, false)?;
-                    let mut id = x.clone();
-                    if blk.pool {
-                        id = b.node(
-                            "AveragePool",
-                            vec![id],
-                            vec![
-                                attr_ints("kernel_shape", &[2, 2]),
-                                attr_ints("strides", &[2, 2]),
-                                attr_int("ceil_mode", 1),
-                                attr_int("count_include_pad", 0),
-                            ],
-                        );
-                    }
-                    if let Some(s) = &blk.shortcut {
-                        id = b.conv_bn(&id, &format!("{p}.shortcut"), &s.conv, &s.bn, false)?;
-                    }
-                    x = b.add_relu(y, id);
-                }
-            }
+    x = b.conv_bn(&x, "conv1", &r.conv1, &r.bn1, true)?;
+    x = b.max_pool(x);
+    for (li, layer) in r.layers.iter().enumerate() {
+        for (bi, blk) in layer.iter().enumerate() {
+            let p = format!("layer{}.{bi}", li + 1);
+            let y = b.conv_bn(&x, &format!("{p}.conv1"), &blk.conv1, &blk.bn1, true)?;
+            let y = b.conv_bn(&y, &format!("{p}.conv2"), &blk.conv2, &blk.bn2, false)?;
+            let id = match &blk.downsample {
+                Some((c, n)) => b.conv_bn(&x, &format!("{p}.downsample"), c, n, false)?,
+                None => x.clone(),
+            };
+            x = b.add_relu(y, id);
         }
     }
-    let logits = match net.head() {
+    Ok(x)
+}
+
+/// XResNet18's body from `input`; returns its output's name.
+fn xresnet_body(b: &mut Builder, r: &XResNet18Body) -> Result<String, WeightsError> {
+    let mut x = "input".to_string();
+    for (i, s) in r.stem.iter().enumerate() {
+        x = b.conv_bn(&x, &format!("stem.{i}"), &s.conv, &s.bn, true)?;
+    }
+    x = b.max_pool(x);
+    for (li, layer) in r.layers.iter().enumerate() {
+        for (bi, blk) in layer.iter().enumerate() {
+            let p = format!("layer{}.{bi}", li + 1);
+            let y = b.conv_bn(&x, &format!("{p}.conv1"), &blk.conv1, &blk.bn1, true)?;
+            let y = b.conv_bn(&y, &format!("{p}.conv2"), &blk.conv2, &blk.bn2, false)?;
+            let mut id = x.clone();
+            if blk.pool {
+                id = b.node(
+                    "AveragePool",
+                    vec![id],
+                    vec![
+                        attr_ints("kernel_shape", &[2, 2]),
+                        attr_ints("strides", &[2, 2]),
+                        attr_int("ceil_mode", 1),
+                        attr_int("count_include_pad", 0),
+                    ],
+                );
+            }
+            if let Some(s) = &blk.shortcut {
+                id = b.conv_bn(&id, &format!("{p}.shortcut"), &s.conv, &s.bn, false)?;
+            }
+            x = b.add_relu(y, id);
+        }
+    }
+    Ok(x)
+}
+
+/// The head on the body's output `x`; returns the logits' name.
+fn head(b: &mut Builder, net: &Network, x: String) -> Result<String, WeightsError> {
+    Ok(match net.head() {
         Head::Linear(fc) => {
             let p = b.node("GlobalAveragePool", vec![x], vec![]);
             let f = b.node("Flatten", vec![p], vec![attr_int("axis", 1)]);
@@ -262,7 +286,11 @@ pub fn export_onnx(net: &Network, size: usize, path: &Path) -> Result<(), Weight
             let h = b.node("Relu", vec![h], vec![]);
             b.bn_gemm(h, "head.8", Some(bn2), lin2)?
         }
-    };
+    })
+}
+
+/// The model: `b`'s graph with a softmax after `logits`, `[N, 3, size, size]` in.
+fn model_proto(mut b: Builder, net: &Network, size: usize, logits: String) -> ModelProto {
     b.nodes.push(NodeProto {
         op_type: "Softmax".into(),
         name: "softmax".into(),
@@ -283,7 +311,7 @@ pub fn export_onnx(net: &Network, size: usize, path: &Path) -> Result<(), Weight
         )],
         ..Default::default()
     };
-    let model = ModelProto {
+    ModelProto {
         ir_version: 7,
         producer_name: "cxr".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
@@ -294,12 +322,5 @@ pub fn export_onnx(net: &Network, size: usize, path: &Path) -> Result<(), Weight
         }],
         graph: Some(graph).into(),
         ..Default::default()
-    };
-    let bytes = model
-        .write_to_bytes()
-        .map_err(|e| WeightsError::Format(format!("could not encode ONNX: {e}")))?;
-    let tmp = path.with_extension("onnx.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| WeightsError::Io(tmp.clone(), e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| WeightsError::Io(path.to_path_buf(), e.to_string()))?;
-    Ok(())
+    }
 }

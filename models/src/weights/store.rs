@@ -3,7 +3,8 @@
 //! half-written model.
 
 use super::card::{ModelCard, CARD_FORMAT};
-use super::import::{read_tensors, WeightsError};
+use super::error::WeightsError;
+use super::import::read_tensors;
 use crate::network::Network;
 use candle_core::Device;
 use std::path::Path;

@@ -16,11 +16,16 @@ pub struct BenchArgs {
     pub iters: usize,
     pub device: Device,
     pub precision: Precision,
+    /// Only print the kernel plan of ResNet18's convolutions.
+    pub explain: bool,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.batch == 0 || a.size < 32 || a.iters == 0 {
         anyhow::bail!("bench needs --batch >= 1, --size >= 32 and --iters >= 1");
+    }
+    if a.explain {
+        return explain(&a);
     }
     a.precision
         .check_device(&a.device)
@@ -73,5 +78,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "precision": format!("{:?}", a.precision).to_lowercase(),
         })
     );
+    Ok(())
+}
+
+/// `cxr bench --explain`: the kernel plan of ResNet18's convolutions (the
+/// plan is the same whatever --arch; XResNet18's are not listed).
+fn explain(a: &BenchArgs) -> Result<()> {
+    let net = Network::new(NetConfig::standard(Arch::Resnet18, 2), &Device::Cpu, 0)?;
+    let settings = cxr_models::kernels::settings();
+    let table = net
+        .explain_kernels(a.batch, a.size, &settings)
+        .ok_or_else(|| anyhow::anyhow!("no ResNet18 body to explain"))?;
+    println!("ResNet18, batch {}, {} px", a.batch, a.size);
+    print!("{table}");
     Ok(())
 }

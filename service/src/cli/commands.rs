@@ -105,6 +105,7 @@ pub fn run(cmd: Command) -> Result<()> {
             iters,
             device,
             precision,
+            explain,
         } => {
             let train = match mode.as_str() {
                 "train" => true,
@@ -119,6 +120,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 iters,
                 device: parse_device(&device).map_err(anyhow::Error::msg)?,
                 precision: precision.parse().map_err(anyhow::Error::msg)?,
+                explain,
             })
         }
         Command::Export { model, out, format } => {

@@ -89,6 +89,10 @@ pub enum Command {
         /// Activation precision: f32, bf16 or f16 (half precision needs --device cuda).
         #[arg(long, default_value = "f32")]
         precision: String,
+        /// Print the algorithm the CPU kernels take for each convolution of
+        /// ResNet18 at --batch and --size (CXR_KERNELS applies), and exit.
+        #[arg(long)]
+        explain: bool,
     },
     /// Export a trained model (ONNX).
     Export {
