@@ -3,7 +3,7 @@
 
 use crate::data::{Dataset, Item};
 use crate::learner::metrics::{report, Report};
-use crate::predictor::{PredictError, Predictor};
+use crate::serve::model::{PredictError, Predictor};
 use cxr_models::preprocess::DecodeLimits;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use cxr_models::weights::export_onnx;
 use cxr_service::device::parse_device;
 use cxr_service::evaluate::{evaluate, Split};
 use cxr_service::learner::{Learner, LearnerOptions, LrSpec, Precision};
-use cxr_service::predictor::Predictor;
+use cxr_service::serve::model::Predictor;
 use cxr_service::recipe::{builtin, Recipe, Smoothing, Stage};
 use cxr_service::report::plots;
 use cxr_service::train::{run_recipe, write_json, RunOptions};

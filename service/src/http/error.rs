@@ -104,8 +104,8 @@ impl From<PreprocessError> for ApiError {
     }
 }
 
-impl From<crate::registry::DbError> for ApiError {
-    fn from(e: crate::registry::DbError) -> Self {
+impl From<crate::serve::registry::DbError> for ApiError {
+    fn from(e: crate::serve::registry::DbError) -> Self {
         ApiError::internal(e.to_string())
     }
 }

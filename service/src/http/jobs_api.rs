@@ -4,9 +4,9 @@
 use super::error::{json_error, ApiError};
 use super::input::{extract_zip, media_type, read_body, read_multipart, resolve_dataset};
 use super::AppState;
-use crate::jobs::{new_id, state_event};
+use crate::serve::jobs::{new_id, state_event};
 use crate::recipe::{builtin, Recipe, Stage, BUILTIN};
-use crate::registry::{self, is_terminal, JobRow};
+use crate::serve::registry::{self, is_terminal, JobRow};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};

@@ -136,7 +136,7 @@ impl Metrics {
         out.push_str("# HELP cxr_inference_batch_size Inputs per forward pass of the inference worker.\n# TYPE cxr_inference_batch_size histogram\n");
         m.batches.render(&mut out, "cxr_inference_batch_size", "");
         out.push_str("# HELP cxr_jobs Jobs by state.\n# TYPE cxr_jobs gauge\n");
-        for s in crate::registry::STATES {
+        for s in crate::serve::registry::STATES {
             let n = job_states
                 .iter()
                 .find(|(k, _)| k == s)

@@ -10,10 +10,10 @@ pub mod models_api;
 pub mod openapi;
 pub mod predict;
 
-use crate::batcher::{Batcher, Loaded};
-use crate::jobs::Jobs;
-use crate::predictor::Predictor;
-use crate::registry::Registry;
+use crate::serve::batcher::{Batcher, Loaded};
+use crate::serve::jobs::Jobs;
+use crate::serve::model::Predictor;
+use crate::serve::registry::Registry;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::ResponseError;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -282,8 +282,8 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         move |n| m2.batch(n),
     );
     let (h2, r2, home) = (Arc::clone(&hub), Arc::clone(&reg), cfg.home.clone());
-    let on_success: crate::jobs::OnSuccess = Box::new(move |job_id: &str, run_dir: &Path| {
-        let row = crate::jobs::register_run(&r2, &home, job_id, run_dir)?;
+    let on_success: crate::serve::jobs::OnSuccess = Box::new(move |job_id: &str, run_dir: &Path| {
+        let row = crate::serve::jobs::register_run(&r2, &home, job_id, run_dir)?;
         let activated = h2.activate_if_none(&row.id).map_err(|e| e.message)?;
         Ok((row.id, activated))
     });

@@ -4,7 +4,7 @@ use super::error::{json_error, ApiError};
 use super::input::{extract_zip, media_type, read_body, read_multipart, resolve_dataset};
 use super::AppState;
 use crate::evaluate::{evaluate, EvalError, Split};
-use crate::registry::ModelRow;
+use crate::serve::registry::ModelRow;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -88,9 +88,9 @@ async fn download(
                 let dir = m.dir.clone();
                 let p2 = path.clone();
                 web::block(move || -> Result<(), ApiError> {
-                    let p = crate::predictor::Predictor::load(&dir, &candle_core::Device::Cpu)
+                    let p = crate::serve::model::Predictor::load(&dir, &candle_core::Device::Cpu)
                         .map_err(|e| ApiError::internal(format!("loading the model: {e}")))?;
-                    let tmp = dir.join(format!(".model.onnx.{}.tmp", crate::jobs::new_id()));
+                    let tmp = dir.join(format!(".model.onnx.{}.tmp", crate::serve::jobs::new_id()));
                     cxr_models::weights::export_onnx(&p.net, p.spec().size as usize, &tmp)
                         .map_err(|e| ApiError::internal(format!("ONNX export: {e}")))?;
                     std::fs::rename(&tmp, &p2).map_err(|e| ApiError::internal(e.to_string()))
@@ -170,7 +170,7 @@ async fn eval(
                         .cfg
                         .home
                         .join("datasets")
-                        .join(format!("eval-{}", crate::jobs::new_id()));
+                        .join(format!("eval-{}", crate::serve::jobs::new_id()));
                     let max = st.max_zip() as u64 * 4;
                     root = Some(web::block(move || extract_zip(&p.data, &dest, max)).await??);
                     label = "upload".into();

@@ -4,7 +4,7 @@
 use super::error::{json_error, ApiError};
 use super::input::{media_type, read_body, read_multipart};
 use super::AppState;
-use crate::batcher::{Loaded, Outcome, Request};
+use crate::serve::batcher::{Loaded, Outcome, Request};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use cxr_models::preprocess::DecodeLimits;

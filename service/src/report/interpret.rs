@@ -4,7 +4,7 @@
 
 use super::plots;
 use crate::evaluate::{evaluate, Split};
-use crate::predictor::Predictor;
+use crate::serve::model::Predictor;
 use std::path::Path;
 
 pub fn interpret(

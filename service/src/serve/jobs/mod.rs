@@ -4,7 +4,7 @@
 //! the training hook reads.
 
 use crate::recipe::Recipe;
-use crate::registry::{self, JobRow, ModelRow, Registry};
+use crate::serve::registry::{self, JobRow, ModelRow, Registry};
 use crate::train::{has_checkpoint, run_recipe, RunEvent, RunOptions, TrainError};
 use candle_core::Device;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! and runs the model once per batch. Each request carries the model it was preprocessed for, so swapping
 //! the active model never fails requests in flight: they finish on the old one.
 
-use crate::predictor::Predictor;
+use crate::serve::model::Predictor;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

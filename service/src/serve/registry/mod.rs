@@ -1,0 +1,5 @@
+//! The server's persistent state.
+
+mod sqlite;
+
+pub use sqlite::*;
