@@ -16,7 +16,7 @@ pub enum HubError {
     Load {
         id: String,
         #[source]
-        source: WeightsError,
+        source: Box<WeightsError>,
     },
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -82,9 +82,9 @@ impl ModelHub {
         if let Some(a) = self.active().filter(|a| a.id == id) {
             return Ok(a);
         }
-        let model = Model::load(&row.dir, &self.device).map_err(|source| HubError::Load {
+        let model = Model::load(&row.dir, &self.device).map_err(|e| HubError::Load {
             id: id.to_string(),
-            source,
+            source: Box::new(e),
         })?;
         Ok(Arc::new(model.with_id(id)))
     }
