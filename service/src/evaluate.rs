@@ -3,7 +3,7 @@
 
 use crate::data::{Dataset, Item};
 use crate::learner::metrics::{report, Report};
-use crate::predictor::{PredictError, Predictor};
+use crate::serve::model::{Model, PredictError};
 use cxr_models::preprocess::DecodeLimits;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ pub enum EvalError {
 
 /// Scores every image of `split` under `root` with `model`.
 pub fn evaluate(
-    model: &Predictor,
+    model: &Model,
     root: &Path,
     split: Split,
     batch: usize,

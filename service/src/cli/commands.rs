@@ -7,12 +7,96 @@ use cxr_models::preprocess::DecodeLimits;
 use cxr_models::weights::export_onnx;
 use cxr_service::device::parse_device;
 use cxr_service::evaluate::{evaluate, Split};
-use cxr_service::learner::{Learner, LearnerOptions, LrSpec};
-use cxr_service::predictor::Predictor;
 use cxr_service::data::DataLoaders;
+use cxr_service::learner::{Learner, LearnerOptions, LrSpec};
 use cxr_service::recipe::{Recipe, Stage};
 use cxr_service::report::plots;
+use cxr_service::serve::{Model, Prediction};
 use cxr_service::train::{run_recipe, stage, write_json, RunDir, RunOptions};
+use std::path::{Path, PathBuf};
+
+/// A model folder loaded for predictions on `device`.
+fn load_model(dir: &Path, device: &str) -> Result<Model> {
+    let dev = parse_device(device).map_err(anyhow::Error::msg)?;
+    Model::load(dir, &dev).with_context(|| format!("loading model {}", dir.display()))
+}
+
+fn evaluate_model(model: &Path, data: &Path, split: &str, device: &str) -> Result<()> {
+    let p = load_model(model, device)?;
+    let split: Split = split.parse().map_err(anyhow::Error::msg)?;
+    let ev = evaluate(&p, data, split, 32)?;
+    for (path, why) in &ev.skipped {
+        eprintln!("skipped {}: {why}", path.display());
+    }
+    println!("{}", serde_json::to_string_pretty(&ev.report)?);
+    Ok(())
+}
+
+fn predict(model: &Path, images: &[PathBuf], device: &str) -> Result<()> {
+    let p = load_model(model, device)?;
+    let mut failed = 0;
+    for path in images {
+        match classify(&p, path) {
+            Ok(prediction) => {
+                let line = FilePrediction {
+                    file: path.display().to_string(),
+                    prediction,
+                };
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", path.display());
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} file(s) could not be classified");
+    }
+    Ok(())
+}
+
+fn interpret(
+    model: &Path,
+    data: &Path,
+    split: &str,
+    top_k: usize,
+    out: &Path,
+    device: &str,
+) -> Result<()> {
+    let p = load_model(model, device)?;
+    let split: Split = split.parse().map_err(anyhow::Error::msg)?;
+    cxr_service::report::interpret::interpret(&p, data, split, top_k, out)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn export(model: &Path, out: &Path, format: &str) -> Result<()> {
+    if format != "onnx" {
+        bail!("unknown export format {format:?} (expected onnx)");
+    }
+    let p = load_model(model, "cpu")?;
+    export_onnx(p.network(), p.spec().size as usize, out)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// One line of `cxr predict`: the file and its prediction.
+#[derive(serde::Serialize)]
+struct FilePrediction {
+    file: String,
+    #[serde(flatten)]
+    prediction: Prediction,
+}
+
+/// One image file through the model (the server's preprocessing and forward pass).
+fn classify(p: &Model, path: &Path) -> Result<Prediction> {
+    let bytes = std::fs::read(path)?;
+    let gray = p.gray(&bytes, DecodeLimits::default())?;
+    let probs = p.predict_gray(&[gray.as_slice()])?;
+    let probs = probs.first().context("the model gave no result")?;
+    Ok(p.prediction(probs))
+}
 
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
@@ -23,61 +107,12 @@ pub fn run(cmd: Command) -> Result<()> {
             data,
             split,
             device,
-        } => {
-            let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
-            let p = Predictor::load(&model, &dev)
-                .with_context(|| format!("loading model {}", model.display()))?;
-            let split: Split = split.parse().map_err(anyhow::Error::msg)?;
-            let ev = evaluate(&p, &data, split, 32)?;
-            for (path, why) in &ev.skipped {
-                eprintln!("skipped {}: {why}", path.display());
-            }
-            println!("{}", serde_json::to_string_pretty(&ev.report)?);
-            Ok(())
-        }
+        } => evaluate_model(&model, &data, &split, &device),
         Command::Predict {
             model,
             images,
             device,
-        } => {
-            let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
-            let p = Predictor::load(&model, &dev)
-                .with_context(|| format!("loading model {}", model.display()))?;
-            let mut failed = 0;
-            for path in images {
-                let r = std::fs::read(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        p.gray(&b, DecodeLimits::default())
-                            .map_err(|e| e.to_string())
-                    })
-                    .and_then(|g| p.predict_gray(&[g.as_slice()]).map_err(|e| e.to_string()));
-                match r {
-                    Ok(probs) => {
-                        let probs = &probs[0];
-                        let best = cxr_service::learner::metrics::argmax(probs);
-                        let map: serde_json::Map<String, serde_json::Value> = p
-                            .classes()
-                            .iter()
-                            .zip(probs)
-                            .map(|(c, v)| (c.clone(), serde_json::json!(v)))
-                            .collect();
-                        println!(
-                            "{}",
-                            serde_json::json!({"file": path.display().to_string(), "label": p.classes()[best], "probabilities": map})
-                        );
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("error: {}: {e}", path.display());
-                    }
-                }
-            }
-            if failed > 0 {
-                bail!("{failed} file(s) could not be classified");
-            }
-            Ok(())
-        }
+        } => predict(&model, &images, &device),
         Command::Interpret {
             model,
             data,
@@ -86,14 +121,8 @@ pub fn run(cmd: Command) -> Result<()> {
             out,
             device,
         } => {
-            let dev = parse_device(&device).map_err(anyhow::Error::msg)?;
-            let p = Predictor::load(&model, &dev)
-                .with_context(|| format!("loading model {}", model.display()))?;
-            let split: Split = split.parse().map_err(anyhow::Error::msg)?;
             let out = out.unwrap_or_else(|| model.join("interpret"));
-            cxr_service::report::interpret::interpret(&p, &data, split, top_k, &out)?;
-            eprintln!("wrote {}", out.display());
-            Ok(())
+            interpret(&model, &data, &split, top_k, &out, &device)
         }
         Command::Ablation(a) => ablation(&a),
         Command::Serve(a) => a.run(),
@@ -123,16 +152,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 explain,
             })
         }
-        Command::Export { model, out, format } => {
-            if format != "onnx" {
-                bail!("unknown export format {format:?} (expected onnx)");
-            }
-            let p = Predictor::load(&model, &candle_core::Device::Cpu)
-                .with_context(|| format!("loading model {}", model.display()))?;
-            export_onnx(&p.net, p.spec().size as usize, &out)?;
-            eprintln!("wrote {}", out.display());
-            Ok(())
-        }
+        Command::Export { model, out, format } => export(&model, &out, &format),
     }
 }
 

@@ -153,8 +153,14 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Builds the server from these settings, then serves until it stops.
     pub fn run(self) -> anyhow::Result<()> {
-        cxr_service::http::serve(cxr_service::http::ServeConfig {
+        let app = cxr_service::http::Application::build(self.config())?;
+        Ok(app.run()?)
+    }
+
+    fn config(self) -> cxr_service::http::ServeConfig {
+        cxr_service::http::ServeConfig {
             addr: self.addr,
             home: self.home,
             datasets_root: self.datasets_root,
@@ -168,7 +174,7 @@ impl ServeArgs {
             device: self.device,
             http_workers: self.http_workers,
             train_workers: self.train_workers,
-        })
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The API's error shape: `{"error": {"code", "message"}}` with a 4xx/5xx status.
 
+use crate::serve::{HubError, JobsError, RegistryError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use cxr_models::preprocess::PreprocessError;
@@ -104,8 +105,23 @@ impl From<PreprocessError> for ApiError {
     }
 }
 
-impl From<crate::registry::DbError> for ApiError {
-    fn from(e: crate::registry::DbError) -> Self {
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::UnknownModel(_) => ApiError::not_found("unknown_model", e.to_string()),
+            HubError::Load { .. } | HubError::Registry(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
         ApiError::internal(e.to_string())
     }
 }

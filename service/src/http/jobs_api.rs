@@ -3,10 +3,10 @@
 
 use super::error::{json_error, ApiError};
 use super::input::{extract_zip, media_type, read_body, read_multipart, resolve_dataset};
-use super::AppState;
-use crate::jobs::{new_id, state_event};
+use super::state::AppState;
 use crate::recipe::{Recipe, RecipeRequest};
-use crate::registry::{self, is_terminal, JobRow};
+use crate::serve::jobs::{new_id, state_event, EventKind};
+use crate::serve::registry::{JobRow, JobState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -69,14 +69,10 @@ pub fn build_recipe(r: &JobRequest) -> Result<Recipe, ApiError> {
 pub fn job_json(j: &JobRow, st: &AppState) -> Value {
     let mut v = serde_json::to_value(j).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
-        let resumable = matches!(
-            j.state.as_str(),
-            registry::INTERRUPTED | registry::FAILED | registry::CANCELLED
-        );
-        o.insert("resumable".into(), json!(resumable));
+        o.insert("resumable".into(), json!(j.state.is_resumable()));
         o.insert(
             "has_checkpoint".into(),
-            json!(crate::train::has_checkpoint(&st.jobs.run_dir(&j.id))),
+            json!(st.jobs.run_dir(&j.id).has_checkpoint()),
         );
         let name = j.recipe.get("name").and_then(Value::as_str).unwrap_or("");
         o.insert("recipe_name".into(), json!(name));
@@ -90,6 +86,98 @@ fn load_job(st: &AppState, id: &str) -> Result<JobRow, ApiError> {
         .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job {id:?}")))
 }
 
+/// A job request with its dataset: a label for the API and the folder it trains on.
+struct Submitted {
+    request: JobRequest,
+    dataset_label: String,
+    dataset_path: PathBuf,
+}
+
+/// `POST /v1/jobs` with a JSON body: the dataset is a folder under the datasets root.
+async fn from_json(
+    st: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Submitted, ApiError> {
+    let body = read_body(req, payload, st.max_upload()).await?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the body is empty: expected a JSON job request",
+        ));
+    }
+    let r: JobRequest = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+    let name = r
+        .dataset
+        .clone()
+        .ok_or_else(|| invalid("dataset is required (a folder under --datasets-root)"))?;
+    let path = resolve_dataset(st.datasets_root.as_deref(), &name)?;
+    if super::input::kaggle_root(&path).as_deref() != Some(path.as_path()) {
+        return Err(ApiError::unprocessable(
+            "invalid_dataset",
+            format!(
+                "dataset {name:?} is not in the Kaggle layout (train|val|test/NORMAL|PNEUMONIA)"
+            ),
+        ));
+    }
+    Ok(Submitted {
+        request: r,
+        dataset_label: name,
+        dataset_path: path,
+    })
+}
+
+/// `POST /v1/jobs` as multipart: request fields, and a dataset zip or a dataset name.
+async fn from_multipart(
+    st: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    id: &str,
+) -> Result<Submitted, ApiError> {
+    let parts = read_multipart(req, payload, st.max_zip()).await?;
+    let mut obj = Map::new();
+    let mut zip = None;
+    for p in parts {
+        match p.name.as_str() {
+            "dataset_zip" => zip = Some(p),
+            "request" => {
+                let v: Value = serde_json::from_slice(&p.data).map_err(|e| json_error(&e))?;
+                let Value::Object(o) = v else { return Err(invalid("the request part must be a JSON object")) };
+                obj.extend(o);
+            }
+            "stages" | "options" => {
+                let v: Value = serde_json::from_slice(&p.data).map_err(|e| json_error(&e))?;
+                obj.insert(p.name.clone(), v);
+            }
+            "recipe" | "name" | "dataset" => {
+                obj.insert(p.name.clone(), json!(String::from_utf8_lossy(&p.data).trim()));
+            }
+            other => return Err(invalid(format!("unknown multipart field {other:?} (expected dataset_zip, request, recipe, stages, options, name)"))),
+        }
+    }
+    let r: JobRequest = serde_json::from_value(Value::Object(obj)).map_err(|e| json_error(&e))?;
+    build_recipe(&r)?; // reject bad options before extracting anything
+    let (label, path) = match (zip, &r.dataset) {
+        (Some(z), None) => {
+            let dest = st.home.dataset(id);
+            let max = st.max_zip() as u64 * 4;
+            let root = web::block(move || extract_zip(&z.data, &dest, max)).await??;
+            (format!("upload:{}", id), root)
+        }
+        (None, Some(name)) => (
+            name.clone(),
+            resolve_dataset(st.datasets_root.as_deref(), name)?,
+        ),
+        (Some(_), Some(_)) => return Err(invalid("give either dataset or dataset_zip, not both")),
+        (None, None) => return Err(invalid("dataset or dataset_zip is required")),
+    };
+    Ok(Submitted {
+        request: r,
+        dataset_label: label,
+        dataset_path: path,
+    })
+}
+
 async fn create(
     st: web::Data<AppState>,
     req: HttpRequest,
@@ -98,100 +186,27 @@ async fn create(
     st.require_token(&req)?;
     let t = media_type(&req);
     let id = new_id();
-    let (request, dataset_label, dataset_path): (JobRequest, String, PathBuf) = if t
-        == "application/json"
-    {
-        let body = read_body(&req, payload, st.max_upload()).await?;
-        if body.is_empty() {
-            return Err(ApiError::bad_request(
-                "empty_body",
-                "the body is empty: expected a JSON job request",
-            ));
-        }
-        let r: JobRequest = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
-        let name = r
-            .dataset
-            .clone()
-            .ok_or_else(|| invalid("dataset is required (a folder under --datasets-root)"))?;
-        let path = resolve_dataset(st.datasets_root.as_deref(), &name)?;
-        if super::input::kaggle_root(&path).as_deref() != Some(path.as_path()) {
-            return Err(ApiError::unprocessable("invalid_dataset", format!("dataset {name:?} is not in the Kaggle layout (train|val|test/NORMAL|PNEUMONIA)")));
-        }
-        (r, name, path)
+    let sub = if t == "application/json" {
+        from_json(&st, &req, payload).await?
     } else if t == "multipart/form-data" {
-        let parts = read_multipart(&req, payload, st.max_zip()).await?;
-        let mut obj = Map::new();
-        let mut zip = None;
-        for p in parts {
-            match p.name.as_str() {
-                "dataset_zip" => zip = Some(p),
-                "request" => {
-                    let v: Value = serde_json::from_slice(&p.data).map_err(|e| json_error(&e))?;
-                    let Value::Object(o) = v else { return Err(invalid("the request part must be a JSON object")) };
-                    obj.extend(o);
-                }
-                "stages" | "options" => {
-                    let v: Value = serde_json::from_slice(&p.data).map_err(|e| json_error(&e))?;
-                    obj.insert(p.name.clone(), v);
-                }
-                "recipe" | "name" | "dataset" => {
-                    obj.insert(p.name.clone(), json!(String::from_utf8_lossy(&p.data).trim()));
-                }
-                other => return Err(invalid(format!("unknown multipart field {other:?} (expected dataset_zip, request, recipe, stages, options, name)"))),
-            }
-        }
-        let r: JobRequest =
-            serde_json::from_value(Value::Object(obj)).map_err(|e| json_error(&e))?;
-        build_recipe(&r)?; // reject bad options before extracting anything
-        let (label, path) = match (zip, &r.dataset) {
-            (Some(z), None) => {
-                let dest = st.cfg.home.join("datasets").join(&id);
-                let max = st.max_zip() as u64 * 4;
-                let root = web::block(move || extract_zip(&z.data, &dest, max)).await??;
-                (format!("upload:{}", id), root)
-            }
-            (None, Some(name)) => (
-                name.clone(),
-                resolve_dataset(st.datasets_root.as_deref(), name)?,
-            ),
-            (Some(_), Some(_)) => {
-                return Err(invalid("give either dataset or dataset_zip, not both"))
-            }
-            (None, None) => return Err(invalid("dataset or dataset_zip is required")),
-        };
-        (r, label, path)
+        from_multipart(&st, &req, payload, &id).await?
     } else {
         return Err(ApiError::unsupported_media(format!(
             "content type {t:?} is not accepted here: send application/json (or multipart/form-data with dataset_zip)"
         )));
     };
-    let recipe = build_recipe(&request)?;
+    let request = &sub.request;
+    let recipe = build_recipe(request)?;
     let job = JobRow {
-        id: id.clone(),
-        state: registry::QUEUED.into(),
-        dataset: dataset_label,
-        dataset_path,
         recipe: serde_json::to_value(&recipe).map_err(|e| ApiError::internal(e.to_string()))?,
         request: json!({ "dataset": request.dataset, "recipe": request.recipe, "stages": request.stages, "options": request.options }),
-        stage: None,
         stages: Some(recipe.stages().len() as u64),
-        stage_name: None,
-        epoch: None,
-        epochs: None,
-        metrics: Vec::new(),
-        error: None,
-        model_id: None,
-        activated: false,
-        note: None,
-        resume: false,
-        created_at: registry::now(),
-        started_at: None,
-        finished_at: None,
+        ..JobRow::queued(id.clone(), sub.dataset_label, sub.dataset_path)
     };
     st.reg.insert_job(&job)?;
     // The answer is the queued record (the training thread may start it at once).
     let row = load_job(&st, &id)?;
-    st.jobs.enqueue(&id).map_err(ApiError::internal)?;
+    st.jobs.enqueue(&id)?;
     tracing::info!(job = %id, dataset = %job.dataset, "job queued");
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/jobs/{id}")))
@@ -215,13 +230,13 @@ async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     st.require_token(&req)?;
     let j = load_job(&st, &id)?;
-    match st.jobs.cancel(&j.id).map_err(ApiError::internal)? {
+    match st.jobs.cancel(&j.id)? {
         Some(state) => {
             let row = load_job(&st, &id)?;
             let mut v = job_json(&row, &st);
             v["cancel_requested"] = json!(true);
-            v["state"] = json!(if state == registry::RUNNING {
-                row.state.clone()
+            v["state"] = json!(if state == JobState::Running {
+                row.state
             } else {
                 state
             });
@@ -241,8 +256,7 @@ async fn resume(
 ) -> Result<HttpResponse, ApiError> {
     st.require_token(&req)?;
     let j = load_job(&st, &id)?;
-    let from = [registry::INTERRUPTED, registry::FAILED, registry::CANCELLED];
-    if !from.contains(&j.state.as_str()) {
+    if !j.state.is_resumable() {
         return Err(ApiError::conflict(
             "not_resumable",
             format!(
@@ -251,29 +265,25 @@ async fn resume(
             ),
         ));
     }
-    let ckpt = crate::train::has_checkpoint(&st.jobs.run_dir(&j.id));
-    if !st.reg.transition(&j.id, &from, registry::QUEUED)? {
+    let ckpt = st.jobs.run_dir(&j.id).has_checkpoint();
+    if !st
+        .reg
+        .transition(&j.id, &JobState::RESUMABLE, JobState::Queued)?
+    {
         return Err(ApiError::conflict(
             "not_resumable",
             format!("job {} changed state meanwhile", j.id),
         ));
     }
-    st.reg.set_resume(&j.id, ckpt)?;
-    st.reg.finish_job(
-        &j.id,
-        registry::QUEUED,
-        None,
-        None,
-        false,
-        if ckpt {
-            Some("resuming from the last checkpoint")
-        } else {
-            Some("no checkpoint: restarting from the beginning")
-        },
-    )?;
+    let note = if ckpt {
+        "resuming from the last checkpoint"
+    } else {
+        "no checkpoint: restarting from the beginning"
+    };
+    st.reg.requeue(&j.id, ckpt, note)?;
     let row = load_job(&st, &id)?;
     st.jobs.emit_state(&j.id);
-    st.jobs.enqueue(&j.id).map_err(ApiError::internal)?;
+    st.jobs.enqueue(&j.id)?;
     Ok(HttpResponse::Accepted().json(job_json(&row, &st)))
 }
 
@@ -281,21 +291,17 @@ fn sse(kind: &str, data: &Value) -> web::Bytes {
     web::Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
 }
 
-fn ends_stream(state: &str) -> bool {
-    is_terminal(state) || state == registry::INTERRUPTED
-}
-
 async fn events(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     // Subscribe first, then read the state: no event falls between the two.
     let rx = st.jobs.events.subscribe();
     let j = load_job(&st, &id)?;
-    let first = sse("state", &state_event(&j));
+    let first = sse(EventKind::State.as_str(), &state_event(&j));
     let mut backlog = vec![first];
     for m in &j.metrics {
-        backlog.push(sse("epoch", m));
+        backlog.push(sse(EventKind::Epoch.as_str(), m));
     }
     backlog.reverse();
-    let done = ends_stream(&j.state);
+    let done = j.state.ends_stream();
     let id = j.id.clone();
     let stream = futures_util::stream::unfold(
         (rx, backlog, done, id),
@@ -315,13 +321,9 @@ async fn events(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
                         ))
                     }
                     Ok(Ok(ev)) if ev.job_id == id => {
-                        let end = ev.kind == "state"
-                            && ev
-                                .data
-                                .get("state")
-                                .and_then(Value::as_str)
-                                .is_some_and(ends_stream);
-                        return Some((Ok(sse(ev.kind, &ev.data)), (rx, backlog, end, id)));
+                        let end = ev.state().is_some_and(JobState::ends_stream);
+                        let b = sse(ev.kind.as_str(), &ev.data);
+                        return Some((Ok(b), (rx, backlog, end, id)));
                     }
                     Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
                         continue
@@ -340,7 +342,7 @@ async fn events(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
 
 async fn report(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let j = load_job(&st, &id)?;
-    let path = crate::train::RunDir::new(st.jobs.run_dir(&j.id)).report();
+    let path = st.jobs.run_dir(&j.id).report();
     let text = std::fs::read_to_string(&path).map_err(|_| {
         ApiError::not_found(
             "report_not_ready",
@@ -369,7 +371,7 @@ async fn report_file(
             ),
         ));
     }
-    let p = crate::train::RunDir::new(st.jobs.run_dir(&j.id)).file(&name);
+    let p = st.jobs.run_dir(&j.id).file(&name);
     let bytes = web::block(move || std::fs::read(p)).await?.map_err(|_| {
         ApiError::not_found(
             "report_not_ready",

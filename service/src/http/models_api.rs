@@ -2,12 +2,16 @@
 
 use super::error::{json_error, ApiError};
 use super::input::{extract_zip, media_type, read_body, read_multipart, resolve_dataset};
-use super::AppState;
+use super::state::AppState;
 use crate::evaluate::{evaluate, EvalError, Split};
-use crate::registry::ModelRow;
+use crate::serve::jobs::new_id;
+use crate::serve::registry::ModelRow;
+use crate::serve::Model;
+use crate::train::RunDir;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/models", web::get().to(list))
@@ -30,7 +34,7 @@ fn load_row(st: &AppState, id: &str) -> Result<ModelRow, ApiError> {
 }
 
 async fn list(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let active = st.hub.active().map(|m| m.id.clone());
+    let active = st.hub.active_id();
     let models: Vec<Value> = st
         .reg
         .models()?
@@ -50,7 +54,7 @@ async fn list(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 async fn get(st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let m = load_row(&st, &id)?;
-    let active = st.hub.active().map(|m| m.id.clone());
+    let active = st.hub.active_id();
     Ok(HttpResponse::Ok().json(model_json(&m, active.as_deref())))
 }
 
@@ -81,17 +85,17 @@ async fn download(
     let m = load_row(&st, &id)?;
     let format = q.format.clone().unwrap_or_else(|| "safetensors".into());
     let (path, ctype) = match format.as_str() {
-        "safetensors" => (crate::train::RunDir::new(&m.dir).weights(), "application/octet-stream"),
+        "safetensors" => (RunDir::new(&m.dir).weights(), "application/octet-stream"),
         "onnx" => {
-            let path = crate::train::RunDir::new(&m.dir).onnx();
+            let path = RunDir::new(&m.dir).onnx();
             if !path.exists() {
                 let dir = m.dir.clone();
                 let p2 = path.clone();
                 web::block(move || -> Result<(), ApiError> {
-                    let p = crate::predictor::Predictor::load(&dir, &candle_core::Device::Cpu)
+                    let p = Model::load(&dir, &candle_core::Device::Cpu)
                         .map_err(|e| ApiError::internal(format!("loading the model: {e}")))?;
-                    let tmp = dir.join(format!(".model.onnx.{}.tmp", crate::jobs::new_id()));
-                    cxr_models::weights::export_onnx(&p.net, p.spec().size as usize, &tmp)
+                    let tmp = dir.join(format!(".model.onnx.{}.tmp", new_id()));
+                    cxr_models::weights::export_onnx(p.network(), p.spec().size as usize, &tmp)
                         .map_err(|e| ApiError::internal(format!("ONNX export: {e}")))?;
                     std::fs::rename(&tmp, &p2).map_err(|e| ApiError::internal(e.to_string()))
                 })
@@ -127,6 +131,43 @@ struct EvalRequest {
     split: Option<String>,
 }
 
+/// `POST /v1/models/{id}/evaluate` as multipart: a dataset name or zip, and a split.
+async fn eval_multipart(
+    st: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(PathBuf, Option<String>, String), ApiError> {
+    let parts = read_multipart(req, payload, st.max_zip()).await?;
+    let mut split = None;
+    let mut root = None;
+    let mut label = String::new();
+    for p in parts {
+        match p.name.as_str() {
+            "split" => split = Some(String::from_utf8_lossy(&p.data).trim().to_string()),
+            "dataset" => {
+                label = String::from_utf8_lossy(&p.data).trim().to_string();
+                root = Some(resolve_dataset(st.datasets_root.as_deref(), &label)?);
+            }
+            "dataset_zip" => {
+                let dest = st.home.dataset(&format!("eval-{}", new_id()));
+                let max = st.max_zip() as u64 * 4;
+                root = Some(web::block(move || extract_zip(&p.data, &dest, max)).await??);
+                label = "upload".into();
+            }
+            other => {
+                return Err(ApiError::unprocessable(
+                    "invalid_options",
+                    format!("unknown multipart field {other:?}"),
+                ))
+            }
+        }
+    }
+    let root = root.ok_or_else(|| {
+        ApiError::unprocessable("invalid_options", "dataset or dataset_zip is required")
+    })?;
+    Ok((root, split, label))
+}
+
 async fn eval(
     st: web::Data<AppState>,
     req: HttpRequest,
@@ -154,39 +195,7 @@ async fn eval(
             name,
         )
     } else if t == "multipart/form-data" {
-        let parts = read_multipart(&req, payload, st.max_zip()).await?;
-        let mut split = None;
-        let mut root = None;
-        let mut label = String::new();
-        for p in parts {
-            match p.name.as_str() {
-                "split" => split = Some(String::from_utf8_lossy(&p.data).trim().to_string()),
-                "dataset" => {
-                    label = String::from_utf8_lossy(&p.data).trim().to_string();
-                    root = Some(resolve_dataset(st.datasets_root.as_deref(), &label)?);
-                }
-                "dataset_zip" => {
-                    let dest = st
-                        .cfg
-                        .home
-                        .join("datasets")
-                        .join(format!("eval-{}", crate::jobs::new_id()));
-                    let max = st.max_zip() as u64 * 4;
-                    root = Some(web::block(move || extract_zip(&p.data, &dest, max)).await??);
-                    label = "upload".into();
-                }
-                other => {
-                    return Err(ApiError::unprocessable(
-                        "invalid_options",
-                        format!("unknown multipart field {other:?}"),
-                    ))
-                }
-            }
-        }
-        let root = root.ok_or_else(|| {
-            ApiError::unprocessable("invalid_options", "dataset or dataset_zip is required")
-        })?;
-        (root, split, label)
+        eval_multipart(&st, &req, payload).await?
     } else {
         return Err(ApiError::unsupported_media(format!(
             "content type {t:?} is not accepted here: send application/json or multipart/form-data"
@@ -197,7 +206,7 @@ async fn eval(
         .parse()
         .map_err(|e| ApiError::unprocessable("invalid_options", format!("split: {e}")))?;
     let loaded = st.hub.load(&m.id)?;
-    let ev = web::block(move || evaluate(&loaded.predictor, &root, split, 32))
+    let ev = web::block(move || evaluate(&loaded, &root, split, 32))
         .await?
         .map_err(|e| match e {
             EvalError::Predict(p) => ApiError::internal(p.to_string()),

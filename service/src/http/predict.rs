@@ -1,17 +1,36 @@
 //! Predictions: decode + preprocess on the blocking pool, then the batcher's
-//! inference thread runs the model once per batch.
+//! inference thread runs the model once per batch (with Grad-CAM from that
+//! same pass when `explain=true`). This file decides how a request becomes a
+//! prediction; the answer is `serve::Prediction` framed with its timing.
 
 use super::error::{json_error, ApiError};
 use super::input::{media_type, read_body, read_multipart};
-use super::AppState;
-use crate::batcher::{Loaded, Outcome, Request};
+use super::state::AppState;
+use crate::serve::batcher::{Outcome, Request};
+use crate::serve::{Model, Prediction, Timing};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use cxr_models::preprocess::DecodeLimits;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The answer for one image: the prediction, how it was served, and what
+/// the request asked for besides.
+#[derive(Serialize)]
+struct Answer {
+    /// The image's part name (batch requests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<String>,
+    /// The Grad-CAM overlay, PNG in base64 (`explain=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gradcam_png: Option<String>,
+    #[serde(flatten)]
+    prediction: Prediction,
+    timing: Timing,
+    timing_ms: f64,
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/predict", web::post().to(predict))
@@ -54,7 +73,7 @@ fn limits() -> DecodeLimits {
 /// worth of decodes at a time.
 async fn gray_of(
     st: &AppState,
-    model: &Arc<Loaded>,
+    model: &Arc<Model>,
     bytes: web::Bytes,
 ) -> Result<Vec<u8>, ApiError> {
     let _slot = Arc::clone(&st.decode_slots)
@@ -68,53 +87,58 @@ async fn gray_of(
             )
         })?;
     let m = Arc::clone(model);
-    Ok(web::block(move || m.predictor.gray(&bytes, limits())).await??)
+    Ok(web::block(move || m.gray(&bytes, limits())).await??)
 }
 
-async fn infer(st: &AppState, model: &Arc<Loaded>, gray: Vec<u8>) -> Result<Outcome, ApiError> {
+async fn infer(
+    st: &AppState,
+    model: &Arc<Model>,
+    gray: Vec<u8>,
+    explain: bool,
+) -> Result<Outcome, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.batcher
         .submit(Request {
             model: Arc::clone(model),
             gray,
+            explain,
             reply: tx,
         })
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     rx.await
         .map_err(|_| ApiError::internal("the inference worker dropped the request"))?
         .map_err(|e| ApiError::internal(format!("inference failed: {e}")))
 }
 
-fn answer(
-    st: &AppState,
-    model: &Loaded,
-    out: &Outcome,
-    t0: Instant,
-    pre_ms: f64,
-) -> Map<String, Value> {
-    let classes = model.predictor.classes();
-    let best = crate::learner::metrics::argmax(&out.probs);
-    let label = classes.get(best).cloned().unwrap_or_default();
-    st.metrics.prediction(&label);
-    let probs: Map<String, Value> = classes
-        .iter()
-        .zip(&out.probs)
-        .map(|(c, p)| (c.clone(), json!(p)))
-        .collect();
-    let mut m = Map::new();
-    m.insert("label".into(), json!(label));
-    m.insert("probabilities".into(), Value::Object(probs));
-    m.insert("model_id".into(), json!(model.id));
-    m.insert("timing_ms".into(), json!(t0.elapsed().as_secs_f64() * 1e3));
-    m.insert(
-        "timing".into(),
-        json!({ "preprocess_ms": pre_ms, "queue_ms": out.queue_ms, "model_ms": out.model_ms, "batch_size": out.batch_size }),
-    );
-    m
+fn answer(st: &AppState, model: &Model, out: &Outcome, t0: Instant, pre_ms: f64) -> Answer {
+    let prediction = model.prediction(&out.probs).by_model(&model.id);
+    st.metrics.prediction(&prediction.label);
+    Answer {
+        filename: None,
+        gradcam_png: None,
+        prediction,
+        timing: out.timing(pre_ms),
+        timing_ms: t0.elapsed().as_secs_f64() * 1e3,
+    }
 }
 
-fn active(st: &AppState) -> Result<Arc<Loaded>, ApiError> {
+fn active(st: &AppState) -> Result<Arc<Model>, ApiError> {
     st.hub.active().ok_or_else(ApiError::no_model)
+}
+
+/// The Grad-CAM of an explained request drawn over its input, PNG in base64.
+async fn overlay(model: &Arc<Model>, out: &mut Outcome, gray: Vec<u8>) -> Result<String, ApiError> {
+    let failed = |e: &dyn std::fmt::Display| ApiError::internal(format!("Grad-CAM failed: {e}"));
+    let cam = match out.cam.take() {
+        Some(Ok(cam)) => cam,
+        Some(Err(e)) => return Err(failed(&e)),
+        None => return Err(failed(&"no heatmap came back")),
+    };
+    let m = Arc::clone(model);
+    let png = web::block(move || m.overlay(&cam, &gray))
+        .await?
+        .map_err(|e| failed(&e))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(png))
 }
 
 /// The image of a single-image request: the raw body, or the first file part of a multipart body.
@@ -153,24 +177,15 @@ async fn predict(
     let model = active(&st)?;
     let gray = gray_of(&st, &model, bytes).await?;
     let pre_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let png = if explain {
-        let (m, g) = (Arc::clone(&model), gray.clone());
-        let (_cam, png) = web::block(move || m.predictor.explain(&g))
-            .await?
-            .map_err(|e| ApiError::internal(format!("Grad-CAM failed: {e}")))?;
-        Some(png)
-    } else {
-        None
+    let kept = explain.then(|| gray.clone());
+    let mut out = infer(&st, &model, gray, explain).await?;
+    let png = match kept {
+        Some(gray) => Some(overlay(&model, &mut out, gray).await?),
+        None => None,
     };
-    let out = infer(&st, &model, gray).await?;
-    let mut m = answer(&st, &model, &out, t0, pre_ms);
-    if let Some(png) = png {
-        m.insert(
-            "gradcam_png".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(png)),
-        );
-    }
-    Ok(HttpResponse::Ok().json(Value::Object(m)))
+    let mut a = answer(&st, &model, &out, t0, pre_ms);
+    a.gradcam_png = png;
+    Ok(HttpResponse::Ok().json(a))
 }
 
 async fn predict_batch(
@@ -206,14 +221,14 @@ async fn predict_batch(
             let r = async {
                 let g = gray_of(&st, &model, p.data).await?;
                 let pre = t1.elapsed().as_secs_f64() * 1e3;
-                let out = infer(&st, &model, g).await?;
+                let out = infer(&st, &model, g, false).await?;
                 Ok::<_, ApiError>(answer(&st, &model, &out, t1, pre))
             }
             .await;
             match r {
-                Ok(mut m) => {
-                    m.insert("filename".into(), json!(name));
-                    Value::Object(m)
+                Ok(mut a) => {
+                    a.filename = Some(name);
+                    serde_json::to_value(a).unwrap_or(Value::Null)
                 }
                 Err(e) => json!({ "filename": name, "error": { "code": e.code, "message": e.message, "status": e.status.as_u16() } }),
             }
@@ -279,7 +294,7 @@ async fn predict_tensor(
         )));
     };
     let model = active(&st)?;
-    let spec = model.predictor.spec();
+    let spec = model.spec();
     if version != spec.version {
         return Err(ApiError::unprocessable(
             "spec_version_mismatch",
@@ -310,6 +325,6 @@ async fn predict_tensor(
         ));
     }
     let pre_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let out = infer(&st, &model, pixels).await?;
-    Ok(HttpResponse::Ok().json(Value::Object(answer(&st, &model, &out, t0, pre_ms))))
+    let out = infer(&st, &model, pixels, false).await?;
+    Ok(HttpResponse::Ok().json(answer(&st, &model, &out, t0, pre_ms)))
 }

@@ -4,7 +4,7 @@
 //! map, averaged over space, weights the channels; the ReLU of the weighted sum
 //! is the heatmap (Selvaraju et al., 2017), then upsampled and overlaid.
 
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{DType, Result, Tensor, Var, D};
 use cxr_models::Network;
 
 #[derive(Debug, Clone)]
@@ -17,21 +17,44 @@ pub struct GradCam {
     pub w: usize,
 }
 
-/// Grad-CAM for one image `[1, 3, S, S]`, for `class` or the predicted class.
+/// Why a heatmap cannot be drawn over an image.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error("expected {expected} gray pixels, got {got}")]
+    Size { expected: usize, got: usize },
+    #[error(transparent)]
+    Png(#[from] super::plots::PlotError),
+}
+
+/// Grad-CAM for one image `[1, 3, S, S]`, for `class` or the predicted class
+/// (runs the network; a server that already ran it uses [`gradcam_from_features`]).
 pub fn gradcam(net: &Network, x: &Tensor, class: Option<usize>) -> Result<GradCam> {
-    let feats = net.features_t(x, false)?.detach();
-    let fv = Var::from_tensor(&feats.to_dtype(candle_core::DType::F32)?)?;
-    let logits = net.head_t(fv.as_tensor(), false)?;
-    let probs = candle_nn::ops::softmax_last_dim(&logits.to_dtype(candle_core::DType::F32)?)?
+    let feats = net.features_t(x, false)?;
+    let logits = net.head_t(&feats, false)?.to_dtype(DType::F32)?;
+    let probs = candle_nn::ops::softmax_last_dim(&logits)?
         .squeeze(0)?
         .to_vec1::<f32>()?;
     let class = class.unwrap_or_else(|| crate::learner::metrics::argmax(&probs));
+    gradcam_from_features(net, &feats, class, probs)
+}
+
+/// Grad-CAM of `class` from the last feature map `[1, C, h, w]` of a forward
+/// pass that already ran (and gave `probs`): only the head runs again, for
+/// the class score's gradient.
+pub fn gradcam_from_features(
+    net: &Network,
+    feats: &Tensor,
+    class: usize,
+    probs: Vec<f32>,
+) -> Result<GradCam> {
+    let fv = Var::from_tensor(&feats.detach().to_dtype(DType::F32)?)?;
+    let logits = net.head_t(fv.as_tensor(), false)?;
     let score = logits.narrow(1, class, 1)?.sum_all()?;
     let grads = score.backward()?;
     let g = grads
         .get(fv.as_tensor())
         .ok_or_else(|| candle_core::Error::Msg("no gradient reached the feature map".into()))?;
-    let (_, c, h, w) = fv.as_tensor().dims4()?;
+    let (_, _, h, w) = fv.as_tensor().dims4()?;
     let weights = g.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?; // [1, C, 1, 1]
     let cam = fv
         .as_tensor()
@@ -39,7 +62,6 @@ pub fn gradcam(net: &Network, x: &Tensor, class: Option<usize>) -> Result<GradCa
         .sum(1)?
         .relu()?
         .reshape(h * w)?;
-    let _ = c;
     let mut cam = cam.to_vec1::<f32>()?;
     let max = cam.iter().copied().fold(0.0f32, f32::max);
     if max > 0.0 {
@@ -80,14 +102,17 @@ impl GradCam {
     }
 
     /// The heatmap (jet colours) blended over the grayscale model input, as PNG.
-    pub fn overlay_png(&self, gray: &[u8], size: u32) -> std::result::Result<Vec<u8>, String> {
+    pub fn overlay_png(
+        &self,
+        gray: &[u8],
+        size: u32,
+    ) -> std::result::Result<Vec<u8>, OverlayError> {
         let s = size as usize;
         if gray.len() != s * s {
-            return Err(format!(
-                "expected {} gray pixels, got {}",
-                s * s,
-                gray.len()
-            ));
+            return Err(OverlayError::Size {
+                expected: s * s,
+                got: gray.len(),
+            });
         }
         let heat = self.upsampled(size);
         let mut rgb = Vec::with_capacity(s * s * 3);
@@ -99,7 +124,7 @@ impl GradCam {
             rgb.push((base * (1.0 - a) + gg * a) as u8);
             rgb.push((base * (1.0 - a) + b * a) as u8);
         }
-        super::plots::encode_png_rgb(&rgb, size, size).map_err(|e| e.to_string())
+        super::plots::encode_png_rgb(&rgb, size, size).map_err(OverlayError::Png)
     }
 }
 

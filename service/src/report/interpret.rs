@@ -4,11 +4,11 @@
 
 use super::plots;
 use crate::evaluate::{evaluate, Split};
-use crate::predictor::Predictor;
+use crate::serve::model::Model;
 use std::path::Path;
 
 pub fn interpret(
-    p: &Predictor,
+    p: &Model,
     data: &Path,
     split: Split,
     top_k: usize,

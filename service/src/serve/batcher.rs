@@ -1,31 +1,54 @@
 //! Dynamic batching: one inference worker thread collects concurrent requests
 //! (up to `max_batch`, waiting at most `max_wait` while the server is busy)
 //! and runs the model once per batch. Each request carries the model it was preprocessed for, so swapping
-//! the active model never fails requests in flight: they finish on the old one.
+//! the active model never fails requests in flight: they finish on the old one. A request that
+//! asks for Grad-CAM gets it from the same forward pass as its probabilities.
 
-use crate::predictor::Predictor;
+use super::model::{Model, PredictError, Scores};
+use super::prediction::Timing;
+use crate::report::gradcam::GradCam;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A loaded model and its registry id.
-pub struct Loaded {
-    pub id: String,
-    pub predictor: Predictor,
-}
-
 pub struct Request {
-    pub model: Arc<Loaded>,
+    pub model: Arc<Model>,
     pub gray: Vec<u8>,
-    pub reply: tokio::sync::oneshot::Sender<Result<Outcome, String>>,
+    /// Also compute the Grad-CAM of the predicted class.
+    pub explain: bool,
+    pub reply: tokio::sync::oneshot::Sender<Result<Outcome, InferError>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
     pub probs: Vec<f32>,
+    /// The Grad-CAM a request asked for, from the same forward pass.
+    pub cam: Option<candle_core::Result<GradCam>>,
     pub batch_size: usize,
     pub queue_ms: f64,
     pub model_ms: f64,
+}
+
+impl Outcome {
+    /// The answer's `timing`, given the time preprocessing took.
+    pub fn timing(&self, preprocess_ms: f64) -> Timing {
+        Timing {
+            batch_size: self.batch_size,
+            model_ms: self.model_ms,
+            preprocess_ms,
+            queue_ms: self.queue_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InferError {
+    #[error("the inference worker stopped")]
+    Stopped,
+    #[error("the model answered {got} results for {n} inputs")]
+    Count { got: usize, n: usize },
+    #[error("{0}")]
+    Model(Arc<PredictError>),
 }
 
 #[derive(Clone)]
@@ -50,10 +73,10 @@ impl Batcher {
     }
 
     /// Queues one preprocessed input; the reply arrives on the request's oneshot.
-    pub fn submit(&self, req: Request) -> Result<(), String> {
+    pub fn submit(&self, req: Request) -> Result<(), InferError> {
         self.tx
             .send((req, Instant::now()))
-            .map_err(|_| "the inference worker stopped".to_string())
+            .map_err(|_| InferError::Stopped)
     }
 }
 
@@ -114,35 +137,34 @@ fn batch_window(last_batch: usize, max_wait: Duration) -> Duration {
     }
 }
 
-fn run_group(model: &Loaded, group: Vec<(Request, Instant)>, on_batch: &impl Fn(usize)) {
+fn run_group(model: &Model, group: Vec<(Request, Instant)>, on_batch: &impl Fn(usize)) {
     let n = group.len();
     on_batch(n);
     let t0 = Instant::now();
     let grays: Vec<&[u8]> = group.iter().map(|(r, _)| r.gray.as_slice()).collect();
-    let result = model.predictor.predict_gray(&grays);
+    let explain: Vec<bool> = group.iter().map(|(r, _)| r.explain).collect();
+    let result = match model.score(&grays, &explain) {
+        Ok(s) if s.len() == n => Ok(s),
+        Ok(s) => Err(InferError::Count { got: s.len(), n }),
+        Err(e) => Err(InferError::Model(Arc::new(e))),
+    };
     let model_ms = t0.elapsed().as_secs_f64() * 1e3;
     match result {
-        Ok(probs) if probs.len() == n => {
-            for ((req, queued), p) in group.into_iter().zip(probs) {
+        Ok(scores) => {
+            for ((req, queued), Scores { probs, cam }) in group.into_iter().zip(scores) {
                 let queue_ms = t0.duration_since(queued).as_secs_f64() * 1e3;
                 let _ = req.reply.send(Ok(Outcome {
-                    probs: p,
+                    probs,
+                    cam,
                     batch_size: n,
                     queue_ms,
                     model_ms,
                 }));
             }
         }
-        Ok(probs) => {
-            let msg = format!("the model answered {} results for {n} inputs", probs.len());
-            for (req, _) in group {
-                let _ = req.reply.send(Err(msg.clone()));
-            }
-        }
         Err(e) => {
-            let msg = e.to_string();
             for (req, _) in group {
-                let _ = req.reply.send(Err(msg.clone()));
+                let _ = req.reply.send(Err(e.clone()));
             }
         }
     }
