@@ -2,7 +2,7 @@
 """long-fns.py [ROOT] [LIMIT]: functions longer than LIMIT lines (default 80)
 in the Rust sources under ROOT's crates (src/ only, `mod tests` blocks
 skipped), longest first; and the import cycles between files of a crate
-(file A names a module path that resolves to file B and B to A)."""
+(files that reach each other through the module paths they name)."""
 import os, re, sys
 
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "."
@@ -70,6 +70,7 @@ def cycles(crate_dir, name):
     for m, p in mods.items():
         text = open(p, encoding="utf-8").read()
         text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
+        text = "\n".join(strip(l) for l in text.split("\n"))
         found = set()
         for path in re.findall(r"\b(crate|super|self|%s)((?:::\w+)+)" % name, text):
             base = {"crate": [], name: [], "self": list(m), "super": list(m[:-1])}[path[0]]
@@ -80,13 +81,41 @@ def cycles(crate_dir, name):
             if t != m and t in mods and not (len(t) < len(m) and m[: len(t)] == t and t == ()):
                 found.add(t)
         deps[m] = found
-    pairs = set()
-    for a, ds in deps.items():
-        for b in ds:
-            # a file and its parent module's file (mod.rs declaring it) are not a cycle
-            if a in deps.get(b, ()) and a < b and a[: len(b)] != b and b[: len(a)] != a:
-                pairs.add((mods[a], mods[b]))
-    return sorted(pairs)
+    # A module's own file re-exporting its children (`pub use child::X`) is a
+    # facade, not a dependency: edges from a module to its descendants are
+    # left out. Cycles are the strongly connected components left.
+    graph = {a: {b for b in ds if b[: len(a)] != a} for a, ds in deps.items()}
+    return [sorted(mods[m] for m in comp) for comp in sccs(graph) if len(comp) > 1]
+
+
+def sccs(graph):
+    index, low, stack, on, out, n = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = n[0]
+        n[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            out.append(comp)
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return out
 
 
 def main():
@@ -103,8 +132,8 @@ def main():
     for n, f, p, l in found[: max(len(long), 10)]:
         print(f"  {n:4d}  {f}  {os.path.relpath(p, ROOT)}:{l}")
     print(f"import cycles between files: {len(cyc)}")
-    for a, b in cyc:
-        print(f"  {os.path.relpath(a, ROOT)} <-> {os.path.relpath(b, ROOT)}")
+    for comp in cyc:
+        print("  " + " <-> ".join(os.path.relpath(f, ROOT) for f in comp))
 
 
 main()

@@ -206,7 +206,10 @@ fn pretrained_body_gets_a_new_fastai_head() {
 fn saved_model_loads_back_identically() {
     let net = loaded_w8("resnet18_w8.pth");
     let dir = tempfile::tempdir().unwrap();
-    let spec = cxr_models::preprocess::PreprocessSpec::new(64, cxr_models::preprocess::Normalize::gray(0.5, 0.25));
+    let spec = cxr_models::preprocess::PreprocessSpec::new(
+        64,
+        cxr_models::preprocess::Normalize::gray(0.5, 0.25),
+    );
     let card = ModelCard::new(
         net.config.clone(),
         vec!["A".into(), "B".into(), "C".into()],

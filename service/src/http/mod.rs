@@ -10,6 +10,7 @@ pub mod input;
 pub mod jobs_api;
 pub mod metrics;
 pub mod models_api;
+pub mod observe;
 pub mod openapi;
 pub mod predict;
 pub mod startup;

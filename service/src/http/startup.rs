@@ -4,7 +4,8 @@
 //! server stops.
 
 use super::error::ApiError;
-use super::metrics::{self, Metrics};
+use super::metrics::Metrics;
+use super::observe;
 use super::state::{AppState, Limits, Token};
 use super::{health, jobs_api, models_api, openapi, predict, web_page};
 use crate::serve::{
@@ -166,7 +167,7 @@ impl Application {
                     .app_data(web::JsonConfig::default().error_handler(|e, _| {
                         ApiError::bad_request("malformed_json", e.to_string()).into()
                     }))
-                    .wrap(from_fn(metrics::observe))
+                    .wrap(from_fn(observe::observe))
                     .configure(routes)
                     .configure(|c| web_page::routes(c, web_dir.as_deref()))
                     .default_service(web::to(web_page::not_found))
@@ -185,7 +186,7 @@ impl Application {
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(metrics::route))
+        .route("/metrics", web::get().to(observe::route))
         .route("/openapi.json", web::get().to(openapi::openapi))
         .configure(predict::routes)
         .configure(jobs_api::routes)

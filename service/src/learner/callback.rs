@@ -40,7 +40,8 @@
 //! [`Learner::fit`]: super::Learner::fit
 //! [`Learner::fit_one_cycle`]: super::Learner::fit_one_cycle
 
-use super::fit::{EpochMetrics, FitError, Learner};
+use super::base::Learner;
+use super::events::{EpochMetrics, FitError};
 use super::loss::CrossEntropy;
 use super::optim::AdamW;
 use crate::data::DataLoaders;

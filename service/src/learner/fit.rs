@@ -1,239 +1,25 @@
-//! The learner and its one training loop, [`Learner::fit`], which calls the
-//! callbacks' hooks ([`super::callback`]) and holds none of the tricks;
-//! [`Learner::fit_one_cycle`] and [`Learner::lr_find`] assemble callbacks
-//! ([`super::callbacks`]) and call it.
+//! The one training loop, [`Learner::fit`], which calls the callbacks' hooks
+//! ([`super::callback`]) and holds none of the tricks; [`Learner::fit_one_cycle`]
+//! and [`Learner::lr_find`] assemble callbacks ([`super::callbacks`]) and call it.
 
+use super::base::{Learner, OptState};
 use super::callback::{BatchState, Callback, FitState, Halt, HookResult, StepHooks};
 use super::callbacks::{
-    Checkpoint, DivergenceGuard, LossScale, LrFinder, OneCycleSchedule, OptionCallbacks,
-    ProgressHook, Recorder,
+    Checkpoint, DivergenceGuard, LrFinder, OneCycleSchedule, OptionCallbacks, ProgressHook,
+    Recorder,
 };
-use super::loss::CrossEntropy;
-use super::metrics::{report, Report};
-use super::optim::{AdamW, AdamWConfig};
-use super::schedule::{LrSuggestions, OneCycle};
+use super::events::{EpochMetrics, Event, FitError, LrFindResult};
+use super::optim::AdamW;
+use super::schedule::OneCycle;
 use super::LrSpec;
 use crate::data::{Batch, DataLoaders};
-use candle_core::{Device, Tensor};
-use cxr_models::network::ParamRef;
-use cxr_models::Network;
-use rand::{rngs::StdRng, SeedableRng};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::ops::Range;
 
-pub use super::options::{LearnerOptions, Precision, PrecisionError};
-
-/// One row of the metrics table.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub valid_loss: f64,
-    pub accuracy: f64,
-    pub f1: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub auc: f64,
-    pub seconds: f64,
-    pub images_per_s: f64,
-}
-
-/// What the learner reports while it runs. A hook returning `false` cancels.
-#[derive(Debug, Clone)]
-pub enum Event {
-    EpochStart {
-        epoch: usize,
-        epochs: usize,
-        iters: usize,
-    },
-    Batch {
-        epoch: usize,
-        iter: usize,
-        iters: usize,
-        loss: f64,
-        lr: f64,
-    },
-    Epoch(EpochMetrics),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FitError {
-    #[error("cancelled")]
-    Cancelled,
-    #[error("training diverged: the loss became {0} (try a lower learning rate)")]
-    Diverged(f64),
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// lr_find met an epoch without a single training batch.
-    #[error("no training batches")]
-    NoTrainBatches,
-    /// The checkpoint callback's closure failed.
-    #[error(transparent)]
-    Checkpoint(Box<dyn std::error::Error + Send + Sync>),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LrFindResult {
-    pub lrs: Vec<f64>,
-    pub losses: Vec<f64>,
-    pub suggestions: Option<LrSuggestions>,
-}
-
-/// Mean validation loss, per-image probabilities and the true labels.
-pub type Validation = (f64, Vec<Vec<f32>>, Vec<u32>);
-
-/// A checkpoint taken after an epoch: network weights are in the network itself.
-pub struct OptState {
-    pub tensors: HashMap<String, Tensor>,
-    pub step: u64,
-}
-
-pub struct Learner {
-    pub net: Network,
-    pub opts: LearnerOptions,
-    /// Only the head (and every BN layer, fastai's `train_bn`) trains.
-    pub frozen: bool,
-    /// Train loss of every batch of the last fit (for the loss plot).
-    pub batch_losses: Vec<f64>,
-    rng: StdRng,
-    /// f16's dynamic loss scale, carried from one fit to the next.
-    loss_scale: LossScale,
-}
-
 impl Learner {
-    pub fn new(net: Network, opts: LearnerOptions) -> Self {
-        let rng = StdRng::seed_from_u64(opts.seed ^ 0x6d69_7875);
-        Self {
-            net,
-            opts,
-            frozen: false,
-            batch_losses: Vec::new(),
-            rng,
-            loss_scale: LossScale::default(),
-        }
-    }
-
-    pub fn device(&self) -> Device {
-        self.net.device().clone()
-    }
-
-    pub fn freeze(&mut self) {
-        self.frozen = true;
-    }
-
-    pub fn unfreeze(&mut self) {
-        self.frozen = false;
-    }
-
-    /// The learner's random stream (mixup draws from it), seeded from `opts.seed`.
-    pub fn rng(&mut self) -> &mut StdRng {
-        &mut self.rng
-    }
-
-    /// The f16 loss scale the learner's next fit starts from.
-    pub fn loss_scale(&self) -> LossScale {
-        self.loss_scale
-    }
-
-    /// Keeps the loss scale a fit ended at (see [`OptionCallbacks::loss_scale`]).
-    pub fn set_loss_scale(&mut self, scale: LossScale) {
-        self.loss_scale = scale;
-    }
-
     /// The callbacks this learner's options ask for, the loss scaler starting
     /// at [`Learner::loss_scale`].
     pub fn option_callbacks(&self) -> OptionCallbacks {
-        OptionCallbacks::new(&self.opts, self.loss_scale)
-    }
-
-    /// The parameter groups handed to the optimizer: all of them, or when frozen
-    /// only the head and the BN parameters of the body.
-    pub fn trainable_groups(&self) -> Vec<Vec<ParamRef>> {
-        let last = cxr_models::network::N_GROUPS - 1;
-        self.net
-            .param_groups()
-            .into_iter()
-            .enumerate()
-            .map(|(i, g)| {
-                if self.frozen && i != last {
-                    g.into_iter().filter(|p| p.is_bn).collect()
-                } else {
-                    g
-                }
-            })
-            .collect()
-    }
-
-    pub fn new_optimizer(&self) -> candle_core::Result<AdamW> {
-        AdamW::new(
-            self.trainable_groups(),
-            AdamWConfig {
-                wd: self.opts.wd,
-                ..Default::default()
-            },
-        )
-    }
-
-    /// A batch as tensors on the model's device: inputs in the learner's
-    /// precision, and the class indices.
-    pub fn to_input(&self, b: &Batch) -> candle_core::Result<(Tensor, Tensor)> {
-        let dev = self.device();
-        let x = match &b.raw {
-            // The augmentation runs here, on the model's device.
-            Some(raw) => crate::data::device_augment::device_input(raw, b.size, &dev)?,
-            None => Tensor::from_slice(&b.images, (b.n, 3, b.size, b.size), &dev)?,
-        }
-        .to_dtype(self.opts.precision.dtype())?;
-        let y = Tensor::from_slice(&b.labels, b.n, &dev)?;
-        Ok((x, y))
-    }
-
-    /// Eval-mode pass over the validation set: mean loss (with the options'
-    /// label smoothing) and per-image probabilities.
-    pub fn validate(&self, dls: &DataLoaders) -> Result<Validation, FitError> {
-        self.validate_with(
-            dls,
-            CrossEntropy {
-                smoothing: self.opts.label_smoothing,
-            },
-        )
-    }
-
-    /// [`Learner::validate`] with the loss function `loss_func`.
-    pub fn validate_with(
-        &self,
-        dls: &DataLoaders,
-        loss_func: CrossEntropy,
-    ) -> Result<Validation, FitError> {
-        let mut total = 0.0;
-        let mut n = 0usize;
-        let mut probs = Vec::new();
-        let mut labels = Vec::new();
-        for b in dls.valid_batches() {
-            let (x, y) = self.to_input(&b)?;
-            // No gradients here: the fused inference kernels may run.
-            let logits = cxr_models::kernels::hot_pool(x.device(), || {
-                cxr_models::kernels::inference(|| self.net.forward_t(&x, false))
-            })?;
-            let l = loss_func.mean(&logits, &y)?;
-            total += f64::from(l.to_scalar::<f32>()?) * b.n as f64;
-            n += b.n;
-            let p = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-            probs.extend(p);
-            labels.extend_from_slice(&b.labels);
-        }
-        Ok((
-            if n == 0 { f64::NAN } else { total / n as f64 },
-            probs,
-            labels,
-        ))
-    }
-
-    /// The validation report (confusion matrix and classification report).
-    pub fn valid_report(&self, dls: &DataLoaders) -> Result<Report, FitError> {
-        let (_, probs, labels) = self.validate(dls)?;
-        Ok(report(&probs, &labels, dls.classes()))
+        OptionCallbacks::new(&self.opts, self.loss_scale())
     }
 
     /// The training loop: trains `opt`'s parameters on `dls` for the epochs
@@ -296,7 +82,7 @@ impl Learner {
         cbs.push(&mut progress);
         let r = self.fit(dls, &mut opt, start_epoch..epochs, &mut cbs);
         drop(cbs);
-        self.loss_scale = tricks.loss_scale().unwrap_or(self.loss_scale);
+        self.set_loss_scale(tricks.loss_scale().unwrap_or(self.loss_scale()));
         r.map(|()| recorder.metrics)
     }
 
@@ -312,7 +98,7 @@ impl Learner {
         cbs.push(&mut finder);
         let r = self.fit(dls, &mut opt, LrFinder::epochs(num_it), &mut cbs);
         drop(cbs);
-        self.loss_scale = tricks.loss_scale().unwrap_or(self.loss_scale);
+        self.set_loss_scale(tricks.loss_scale().unwrap_or(self.loss_scale()));
         r?;
         Ok(finder.result())
     }
@@ -417,6 +203,8 @@ fn step(
 mod tests {
     use super::*;
     use crate::learner::testutil::{tiny_dls, tiny_learner};
+    use crate::learner::LearnerOptions;
+    use candle_core::Tensor;
     use std::sync::{Arc, Mutex};
 
     /// Logs every hook it sees as `name:hook`; may halt at one.

@@ -5,14 +5,18 @@
 //! - [`loss`]: cross-entropy, label smoothing, mixup;
 //! - [`metrics`]: accuracy, F1, precision, recall, AUC, confusion matrix, report;
 //! - [`options`]: the learner's options and activation precision;
-//! - [`fit`]: the learner, its training loop `fit`, `fit_one_cycle`,
-//!   `lr_find`, validation, freezing;
+//! - `base`: the [`Learner`] (network, options, parameter groups, validation);
+//! - `events`: what a fit reports and how it fails;
+//! - [`fit`]: the one training loop `fit`, and `fit_one_cycle` and `lr_find`
+//!   assembled from callbacks;
 //! - [`callback`]: the hooks the loop calls, and the state they share;
 //! - [`callbacks`]: the tricks as callbacks (mixup, label smoothing, loss
 //!   scaling, one-cycle, recording, checkpointing, progress/cancel, lr_find).
 
+mod base;
 pub mod callback;
 pub mod callbacks;
+mod events;
 pub mod fit;
 pub mod loss;
 pub mod metrics;
@@ -22,8 +26,10 @@ pub mod schedule;
 #[cfg(test)]
 mod testutil;
 
+pub use base::{Learner, LossScale, OptState, Validation};
 pub use callback::{BatchState, Callback, FitState, Halt, HookResult, StepHooks};
-pub use fit::{EpochMetrics, Event, FitError, Learner, LrFindResult, OptState};
+pub use callbacks::OptionCallbacks;
+pub use events::{EpochMetrics, Event, FitError, LrFindResult};
 pub use metrics::{report, Report};
 pub use options::{LearnerOptions, Precision, PrecisionError};
 pub use schedule::{even_mults, LrSuggestions, OneCycle};

@@ -192,10 +192,15 @@ mod tests {
     fn every_recipe_value_is_valid() {
         let bad = r#"[[stage]]
 epochs = 0"#;
-        assert!(Recipe::from_toml(bad).unwrap_err().to_string().contains("epochs"));
+        assert!(Recipe::from_toml(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("epochs"));
         assert_eq!(Recipe::new("x", "", vec![]), Err(RecipeError::NoStage));
         let json = r#"{"name": "x", "description": "", "stage": [{"bs": 1}]}"#;
-        let e = serde_json::from_str::<Recipe>(json).unwrap_err().to_string();
+        let e = serde_json::from_str::<Recipe>(json)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bs"), "{e}");
         let frozen = Stage {
             freeze: true,

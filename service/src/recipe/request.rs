@@ -31,7 +31,9 @@ impl RecipeRequest {
         stages: Option<Vec<Value>>,
     ) -> Result<RecipeSource, RecipeError> {
         match (recipe, stages) {
-            (Some(_), Some(_)) => Err(RecipeError::Request("give either recipe or stages, not both")),
+            (Some(_), Some(_)) => Err(RecipeError::Request(
+                "give either recipe or stages, not both",
+            )),
             (None, None) => Err(RecipeError::Request(
                 "give a recipe name (recipe) or inline stages (stages)",
             )),
@@ -63,7 +65,11 @@ impl RecipeRequest {
             }
             RecipeSource::Inline(stages) => {
                 let name = self.name.clone().unwrap_or_else(|| "custom".into());
-                (Value::String(name), Value::String(String::new()), stages.clone())
+                (
+                    Value::String(name),
+                    Value::String(String::new()),
+                    stages.clone(),
+                )
             }
         };
         let stages: Vec<Value> = stages.into_iter().map(|s| self.merged(s)).collect();
@@ -102,9 +108,12 @@ mod tests {
 
     #[test]
     fn options_apply_to_every_stage_of_a_builtin() {
-        let r = req(RecipeSource::Named("seed".into()), json!({"epochs": 1, "size": 64, "presize": 96}))
-            .parse()
-            .unwrap();
+        let r = req(
+            RecipeSource::Named("seed".into()),
+            json!({"epochs": 1, "size": 64, "presize": 96}),
+        )
+        .parse()
+        .unwrap();
         assert!(r.stages().len() > 1);
         assert!(r.stages().iter().all(|s| s.epochs == 1 && s.size == 64));
         assert_eq!(r.name(), Recipe::load("seed").unwrap().name());
@@ -112,7 +121,10 @@ mod tests {
 
     #[test]
     fn inline_stages_are_parsed_and_validated_once() {
-        let ok = req(RecipeSource::Inline(vec![json!({"size": 32, "presize": 48})]), json!({}));
+        let ok = req(
+            RecipeSource::Inline(vec![json!({"size": 32, "presize": 48})]),
+            json!({}),
+        );
         assert_eq!(ok.parse().unwrap().name(), "custom");
         let bad = req(RecipeSource::Inline(vec![json!({"epochs": 0})]), json!({}));
         assert!(bad.parse().unwrap_err().to_string().contains("epochs"));

@@ -87,13 +87,25 @@ pub struct Stage {
     pub lr_find: bool,
 }
 
-/// A boolean that may also carry a value: `true`, `false` or a number.
+/// A trick that is off, on with fastai's value, or on with a given value
+/// (`false`, `true` or a number in TOML, JSON and on the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Smoothing(pub Option<f64>);
+pub enum Smoothing {
+    #[default]
+    Off,
+    /// On, with the trick's default (fastai's).
+    On,
+    Value(f64),
+}
 
 impl Smoothing {
+    /// The value to use, `default` for [`Smoothing::On`]; `None` when off.
     pub fn value(&self, default: f64) -> Option<f64> {
-        self.0.map(|v| if v.is_nan() { default } else { v })
+        match *self {
+            Smoothing::Off => None,
+            Smoothing::On => Some(default),
+            Smoothing::Value(v) => Some(v),
+        }
     }
 }
 
@@ -101,11 +113,11 @@ impl std::str::FromStr for Smoothing {
     type Err = RecipeError;
     fn from_str(s: &str) -> Result<Self, RecipeError> {
         match s {
-            "false" => Ok(Smoothing(None)),
-            "true" => Ok(Smoothing(Some(f64::NAN))),
+            "false" => Ok(Smoothing::Off),
+            "true" => Ok(Smoothing::On),
             n => n
                 .parse()
-                .map(|v| Smoothing(Some(v)))
+                .map(Smoothing::Value)
                 .map_err(|_| RecipeError::Value(format!("{s:?} is not true, false or a number"))),
         }
     }
@@ -113,20 +125,20 @@ impl std::str::FromStr for Smoothing {
 
 impl std::fmt::Display for Smoothing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            None => f.write_str("false"),
-            Some(v) if v.is_nan() => f.write_str("true"),
-            Some(v) => write!(f, "{v}"),
+        match self {
+            Smoothing::Off => f.write_str("false"),
+            Smoothing::On => f.write_str("true"),
+            Smoothing::Value(v) => write!(f, "{v}"),
         }
     }
 }
 
 impl Serialize for Smoothing {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            None => s.serialize_bool(false),
-            Some(v) if v.is_nan() => s.serialize_bool(true),
-            Some(v) => s.serialize_f64(v),
+        match *self {
+            Smoothing::Off => s.serialize_bool(false),
+            Smoothing::On => s.serialize_bool(true),
+            Smoothing::Value(v) => s.serialize_f64(v),
         }
     }
 }
@@ -140,9 +152,9 @@ impl<'de> Deserialize<'de> for Smoothing {
             N(f64),
         }
         Ok(match Raw::deserialize(d)? {
-            Raw::B(false) => Smoothing(None),
-            Raw::B(true) => Smoothing(Some(f64::NAN)),
-            Raw::N(v) => Smoothing(Some(v)),
+            Raw::B(false) => Smoothing::Off,
+            Raw::B(true) => Smoothing::On,
+            Raw::N(v) => Smoothing::Value(v),
         })
     }
 }
@@ -196,7 +208,9 @@ impl Stage {
     fn check(&self) -> Result<(), String> {
         let range = |name: &str, v: usize, lo: usize, hi: usize, what: &str| {
             if v < lo || v > hi {
-                Err(format!("{name} must be between {lo} and {hi}{what}, got {v}"))
+                Err(format!(
+                    "{name} must be between {lo} and {hi}{what}, got {v}"
+                ))
             } else {
                 Ok(())
             }
@@ -276,8 +290,21 @@ mod tests {
     #[test]
     fn flags_parse_into_the_same_stage_as_json() {
         let f = Flags::try_parse_from([
-            "cxr", "--arch", "resnet18", "--size", "64", "--presize", "96", "--lr", "1e-4..1e-3",
-            "--mixup", "--label-smoothing", "0.2", "--oversample", "3", "--normalize",
+            "cxr",
+            "--arch",
+            "resnet18",
+            "--size",
+            "64",
+            "--presize",
+            "96",
+            "--lr",
+            "1e-4..1e-3",
+            "--mixup",
+            "--label-smoothing",
+            "0.2",
+            "--oversample",
+            "3",
+            "--normalize",
         ])
         .unwrap();
         let j: Stage = serde_json::from_str(

@@ -1,7 +1,7 @@
 //! PNG plots drawn with plotters into an RGB buffer and encoded with `image`.
 
-use crate::learner::fit::LrFindResult;
 use crate::learner::metrics::ConfusionMatrix;
+use crate::learner::LrFindResult;
 use crate::train::run_dir::MetricsLine;
 use plotters::prelude::*;
 use std::path::Path;

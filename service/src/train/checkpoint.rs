@@ -3,9 +3,9 @@
 
 use super::run_dir::{write_json, Checkpoint, FileError};
 use super::TrainError;
-use crate::learner::fit::OptState;
 use crate::learner::optim::AdamW;
 use crate::learner::Learner;
+use crate::learner::OptState;
 use crate::recipe::Recipe;
 use candle_core::{Device, Tensor};
 use cxr_models::preprocess::Normalize;

@@ -17,7 +17,7 @@ pub mod stage;
 pub use run::run_recipe;
 pub use run_dir::{write_json, Checkpoint, FileError, MetricsLine, RunDir, ARTIFACTS};
 
-use crate::learner::fit::FitError;
+use crate::learner::FitError;
 use crate::learner::{Event, Report};
 use candle_core::Device;
 use serde::Serialize;

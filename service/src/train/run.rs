@@ -49,7 +49,11 @@ pub fn run_recipe(
         (Vec::new(), None, 0)
     };
     let mut last = None;
-    for (k, (si, stage)) in recipe.active().enumerate().filter(|(_, (si, _))| *si >= start) {
+    for (k, (si, stage)) in recipe
+        .active()
+        .enumerate()
+        .filter(|(_, (si, _))| *si >= start)
+    {
         let name = stage
             .name
             .clone()

@@ -7,9 +7,9 @@ use super::checkpoint::CheckpointState;
 use super::run_dir::{MetricsLine, RunDir};
 use super::{RunEvent, TrainError};
 use crate::data::{DataLoaders, DataOptions, Dataset};
-use crate::learner::fit::{FitError, OptState};
 use crate::learner::optim::AdamW;
 use crate::learner::{Event, Learner, LearnerOptions};
+use crate::learner::{FitError, OptState};
 use crate::recipe::{Recipe, Stage};
 use crate::report::plots;
 use candle_core::Device;
@@ -86,10 +86,18 @@ pub fn new_network(
     device: &Device,
     hook: &mut Hook<'_>,
 ) -> Result<Network, TrainError> {
-    let net = Network::new(NetConfig::standard(stage.arch, n_classes), device, stage.seed)?;
+    let net = Network::new(
+        NetConfig::standard(stage.arch, n_classes),
+        device,
+        stage.seed,
+    )?;
     if let Some(p) = &stage.pretrained {
         let r = load_pretrained(&net, p)?;
-        hook(&RunEvent::Message(format!("{}: {}", p.display(), r.summary())));
+        hook(&RunEvent::Message(format!(
+            "{}: {}",
+            p.display(),
+            r.summary()
+        )));
     }
     Ok(net)
 }
@@ -152,7 +160,10 @@ fn take_data(
             )));
             let d = DataLoaders::new(ctx.ds, want.clone())?;
             for (p, why) in d.skipped() {
-                hook(&RunEvent::Message(format!("skipped {}: {why}", p.display())));
+                hook(&RunEvent::Message(format!(
+                    "skipped {}: {why}",
+                    p.display()
+                )));
             }
             (d, want)
         }

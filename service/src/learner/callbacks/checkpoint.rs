@@ -1,8 +1,9 @@
 //! Calls a closure after each epoch with the number of epochs done, the
 //! learner and the optimizer (to save them).
 
+use crate::learner::base::Learner;
 use crate::learner::callback::{Callback, FitState, HookResult};
-use crate::learner::fit::{FitError, Learner};
+use crate::learner::events::FitError;
 use crate::learner::optim::AdamW;
 
 pub struct Checkpoint<F> {

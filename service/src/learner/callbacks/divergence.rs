@@ -2,7 +2,7 @@
 //! as an error: [`FitError::Diverged`]).
 
 use crate::learner::callback::{BatchState, Callback, FitState, HookResult, StepHooks};
-use crate::learner::fit::FitError;
+use crate::learner::events::FitError;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DivergenceGuard;

@@ -4,44 +4,10 @@
 //! skipped and the scale halved (down to 1); after 500 good steps in a row
 //! it doubles.
 
+use crate::learner::base::LossScale;
 use crate::learner::callback::{BatchState, Callback, FitState, HookResult, StepHooks};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
-
-/// The scaler's state, kept by the learner from one fit to the next.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LossScale {
-    pub scale: f64,
-    /// Good steps since the last overflow.
-    pub good_steps: usize,
-}
-
-impl Default for LossScale {
-    fn default() -> Self {
-        Self {
-            scale: 65536.0,
-            good_steps: 0,
-        }
-    }
-}
-
-impl LossScale {
-    /// Good steps in a row after which the scale doubles.
-    pub const GROWTH_INTERVAL: usize = 500;
-
-    /// Records a step: `finite` gradients were applied, else skipped.
-    pub fn update(&mut self, finite: bool) {
-        if finite {
-            self.good_steps += 1;
-            if self.good_steps.is_multiple_of(Self::GROWTH_INTERVAL) {
-                self.scale *= 2.0;
-            }
-        } else {
-            self.scale = (self.scale / 2.0).max(1.0);
-            self.good_steps = 0;
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct LossScaler {

@@ -6,7 +6,7 @@
 //! weights (and BN statistics) are saved before and restored after.
 
 use crate::learner::callback::{BatchState, Callback, FitState, Halt, HookResult, StepHooks};
-use crate::learner::fit::{FitError, LrFindResult};
+use crate::learner::events::{FitError, LrFindResult};
 use crate::learner::schedule::{sched_exp, suggest};
 use candle_core::Tensor;
 use std::ops::Range;

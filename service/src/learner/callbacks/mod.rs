@@ -30,13 +30,14 @@ mod recorder;
 pub use checkpoint::Checkpoint;
 pub use divergence::DivergenceGuard;
 pub use label_smoothing::LabelSmoothing;
-pub use loss_scale::{LossScale, LossScaler};
+pub use loss_scale::LossScaler;
 pub use lr_finder::LrFinder;
 pub use mixup::MixUp;
 pub use one_cycle::OneCycleSchedule;
 pub use progress::ProgressHook;
 pub use recorder::Recorder;
 
+use super::base::LossScale;
 use super::callback::Callback;
 use super::options::{LearnerOptions, Precision};
 

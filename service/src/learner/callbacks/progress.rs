@@ -3,7 +3,7 @@
 //! ([`FitError::Cancelled`]).
 
 use crate::learner::callback::{BatchState, Callback, FitState, HookResult};
-use crate::learner::fit::{Event, FitError};
+use crate::learner::events::{Event, FitError};
 
 pub struct ProgressHook<F> {
     hook: F,

@@ -4,7 +4,7 @@
 //! [`FitState::metrics`] for the callbacks after it).
 
 use crate::learner::callback::{BatchState, Callback, FitState, HookResult};
-use crate::learner::fit::EpochMetrics;
+use crate::learner::events::EpochMetrics;
 use crate::learner::metrics::report;
 use std::time::Instant;
 
