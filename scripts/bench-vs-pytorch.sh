@@ -7,6 +7,7 @@
 #   ROUNDS (default 3) interleaved rounds; ITERS (default 10) steps per run
 #   (half for training at 224, five times for batch 1).
 #   CXR=path/to/cxr (default: target/release/cxr, built when missing).
+#   SKIP_CANDLE=1 leaves out the plain-candle column (its training steps are slow).
 #   RAW=path keeps every run's JSON line there (one line per engine, shape and
 #   round), to see how the rounds spread.
 set -euo pipefail
@@ -30,7 +31,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     echo "round $r: $mode batch $batch size $size" >&2
     "$CXR" bench --arch resnet18 --mode "$mode" --batch "$batch" --size "$size" --iters "$it" \
       | sed 's/^{/{"engine":"cxr",/' >>"$OUT"
-    CXR_KERNELS=candle "$CXR" bench --arch resnet18 --mode "$mode" --batch "$batch" --size "$size" --iters "$it" \
+    [[ -n ${SKIP_CANDLE:-} ]] || CXR_KERNELS=candle "$CXR" bench --arch resnet18 --mode "$mode" --batch "$batch" --size "$size" --iters "$it" \
       | sed 's/^{/{"engine":"candle",/' >>"$OUT"
     "$VENV/bin/python" scripts/bench_torch.py --engine torch --mode "$mode" --batch "$batch" --size "$size" --iters "$it" >>"$OUT"
     if [[ $mode == infer ]]; then

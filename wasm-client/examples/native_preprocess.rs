@@ -44,7 +44,7 @@ fn main() {
         let name = out_name(f);
         match cxr_wasm::preprocess_native(&bytes, &spec) {
             Ok(px) => std::fs::write(out.join(format!("{name}.u8")), px),
-            Err(e) => std::fs::write(out.join(format!("{name}.err")), e),
+            Err(e) => std::fs::write(out.join(format!("{name}.err")), e.to_string()),
         }
         .expect("write output");
     }

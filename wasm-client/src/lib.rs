@@ -8,19 +8,28 @@
 use cxr_models::preprocess::{self as pp, DecodeLimits, PreprocessSpec};
 use wasm_bindgen::prelude::*;
 
+/// Why a file or a spec could not be used; the message is what JS sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid preprocessing spec JSON: {0}")]
+    SpecJson(String),
+    #[error(transparent)]
+    Preprocess(#[from] pp::PreprocessError),
+}
+
 /// Parses a model card's `preprocess` object (JSON text) into a validated spec.
-pub fn parse_spec(spec_json: &str) -> Result<PreprocessSpec, String> {
-    let spec: PreprocessSpec = serde_json::from_str(spec_json)
-        .map_err(|e| format!("invalid preprocessing spec JSON: {e}"))?;
-    spec.validate().map_err(|e| e.to_string())?;
+pub fn parse_spec(spec_json: &str) -> Result<PreprocessSpec, ClientError> {
+    let spec: PreprocessSpec =
+        serde_json::from_str(spec_json).map_err(|e| ClientError::SpecJson(e.to_string()))?;
+    spec.validate()?;
     Ok(spec)
 }
 
 /// Encoded JPEG/PNG bytes + spec JSON -> `size*size` grayscale bytes (row-major).
 /// The same function the server applies; errors carry the Rust message.
-pub fn preprocess_native(bytes: &[u8], spec_json: &str) -> Result<Vec<u8>, String> {
+pub fn preprocess_native(bytes: &[u8], spec_json: &str) -> Result<Vec<u8>, ClientError> {
     let spec = parse_spec(spec_json)?;
-    pp::preprocess_u8(bytes, &spec, DecodeLimits::default()).map_err(|e| e.to_string())
+    Ok(pp::preprocess_u8(bytes, &spec, DecodeLimits::default())?)
 }
 
 /// Preprocesses an encoded image (JPEG or PNG) with the model card's
@@ -29,7 +38,7 @@ pub fn preprocess_native(bytes: &[u8], spec_json: &str) -> Result<Vec<u8>, Strin
 /// (e.g. "not a supported image: expected JPEG or PNG").
 #[wasm_bindgen]
 pub fn preprocess(bytes: &[u8], spec_json: &str) -> Result<Vec<u8>, JsError> {
-    preprocess_native(bytes, spec_json).map_err(|e| JsError::new(&e))
+    preprocess_native(bytes, spec_json).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// The preprocessing rule version this build applies (`spec.version` must match).
@@ -49,22 +58,21 @@ pub struct ImageInfo {
 /// Reads the dimensions of a JPEG or PNG without decoding its pixels.
 #[wasm_bindgen]
 pub fn decode_info(bytes: &[u8]) -> Result<ImageInfo, JsError> {
-    decode_info_native(bytes).map_err(|e| JsError::new(&e))
+    decode_info_native(bytes).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// Native version of [`decode_info`].
-pub fn decode_info_native(bytes: &[u8]) -> Result<ImageInfo, String> {
+pub fn decode_info_native(bytes: &[u8]) -> Result<ImageInfo, pp::PreprocessError> {
     if bytes.is_empty() {
-        return Err(pp::PreprocessError::Empty.to_string());
+        return Err(pp::PreprocessError::Empty);
     }
-    let format =
-        image::guess_format(bytes).map_err(|_| pp::PreprocessError::UnknownFormat.to_string())?;
+    let format = image::guess_format(bytes).map_err(|_| pp::PreprocessError::UnknownFormat)?;
     if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
-        return Err(pp::PreprocessError::UnknownFormat.to_string());
+        return Err(pp::PreprocessError::UnknownFormat);
     }
     let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
         .into_dimensions()
-        .map_err(|e| pp::PreprocessError::Decode(e.to_string()).to_string())?;
+        .map_err(|e| pp::PreprocessError::Decode(e.to_string()))?;
     Ok(ImageInfo { width, height })
 }
 
@@ -92,12 +100,13 @@ mod tests {
 
     #[test]
     fn errors_carry_messages() {
-        let e = preprocess_native(b"hello", SPEC).unwrap_err();
+        let e = preprocess_native(b"hello", SPEC).unwrap_err().to_string();
         assert!(e.contains("not a supported image"), "{e}");
-        let e = preprocess_native(&png(4, 4), "{}").unwrap_err();
+        let e = preprocess_native(&png(4, 4), "{}").unwrap_err().to_string();
         assert!(e.contains("invalid preprocessing spec JSON"), "{e}");
         let e = preprocess_native(&png(4, 4), &SPEC.replace("\"version\":1", "\"version\":7"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("version 7"), "{e}");
     }
 

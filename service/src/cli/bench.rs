@@ -8,15 +8,35 @@ use cxr_service::learner::optim::{AdamW, AdamWConfig};
 use cxr_service::learner::Precision;
 use std::time::Instant;
 
+/// What `cxr bench` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    /// Eval forward + softmax, with the weights prepared once (as the server).
+    Infer,
+    /// Forward, backward and the AdamW step.
+    Train,
+}
+
+#[derive(clap::Args, Clone)]
 pub struct BenchArgs {
+    #[arg(long, default_value = "resnet18")]
     pub arch: Arch,
-    pub train: bool,
+    #[arg(long, value_enum, default_value_t = BenchMode::Infer)]
+    pub mode: BenchMode,
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    #[arg(long, default_value_t = 224)]
     pub size: usize,
+    #[arg(long, default_value_t = 10)]
     pub iters: usize,
+    #[arg(long, default_value = "cpu", value_parser = cxr_service::device::parse_device)]
     pub device: Device,
+    /// Activation precision: f32, bf16 or f16 (half precision needs --device cuda).
+    #[arg(long, default_value = "f32")]
     pub precision: Precision,
-    /// Only print the kernel plan of ResNet18's convolutions.
+    /// Print the algorithm the CPU kernels take for each convolution of
+    /// ResNet18 at --batch and --size (CXR_KERNELS applies), and exit.
+    #[arg(long)]
     pub explain: bool,
 }
 
@@ -32,7 +52,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     let net = Network::new(NetConfig::standard(a.arch, 2), &a.device, 0)?;
     // Inference predicts with fixed weights, as the server does.
-    let net = if a.train { net } else { net.freeze() };
+    let train = a.mode == BenchMode::Train;
+    let net = if train { net } else { net.freeze() };
     // Master weights stay f32; the layers cast them to the activations' dtype.
     let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.size, a.size), &a.device)?
         .to_dtype(a.precision.dtype())?;
@@ -44,7 +65,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut opt = AdamW::new(net.param_groups(), AdamWConfig::default())?;
     opt.set_lrs(&[1e-4; 3]);
     let mut step = || -> Result<()> {
-        if a.train {
+        if train {
             // As the learner's step (`Learner::train_step`): on the CPU on a hot pool.
             cxr_models::kernels::hot_pool(&a.device, || -> Result<()> {
                 let logits = net.forward_t(&x, true)?.to_dtype(candle_core::DType::F32)?;
@@ -70,7 +91,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "arch": a.arch.as_str(), "mode": if a.train { "train" } else { "infer" }, "batch": a.batch, "size": a.size,
+            "arch": a.arch.as_str(), "mode": if train { "train" } else { "infer" }, "batch": a.batch, "size": a.size,
             "iters": a.iters, "median_step_ms": (median * 1e3 * 100.0).round() / 100.0,
             "images_per_s": ((a.batch as f64 / median) * 100.0).round() / 100.0,
             "min_step_ms": (times[0] * 1e3 * 100.0).round() / 100.0,

@@ -1,12 +1,12 @@
 //! What each subcommand does, in terms of the library.
 
 use super::progress::Progress;
-use super::{AblationArgs, Command, TrainArgs};
+use super::{AblationArgs, Command, ExportFormat, TrainArgs};
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use cxr_models::preprocess::DecodeLimits;
 use cxr_models::weights::export_onnx;
 use cxr_service::data::DataLoaders;
-use cxr_service::device::parse_device;
 use cxr_service::evaluate::{evaluate, Split};
 use cxr_service::learner::{Learner, LearnerOptions, LrSpec};
 use cxr_service::recipe::{Recipe, Stage};
@@ -16,14 +16,12 @@ use cxr_service::train::{run_recipe, stage, write_json, RunDir, RunOptions};
 use std::path::{Path, PathBuf};
 
 /// A model folder loaded for predictions on `device`.
-fn load_model(dir: &Path, device: &str) -> Result<Model> {
-    let dev = parse_device(device).map_err(anyhow::Error::msg)?;
-    Model::load(dir, &dev).with_context(|| format!("loading model {}", dir.display()))
+fn load_model(dir: &Path, device: &Device) -> Result<Model> {
+    Model::load(dir, device).with_context(|| format!("loading model {}", dir.display()))
 }
 
-fn evaluate_model(model: &Path, data: &Path, split: &str, device: &str) -> Result<()> {
+fn evaluate_model(model: &Path, data: &Path, split: Split, device: &Device) -> Result<()> {
     let p = load_model(model, device)?;
-    let split: Split = split.parse().map_err(anyhow::Error::msg)?;
     let ev = evaluate(&p, data, split, 32)?;
     for (path, why) in &ev.skipped {
         eprintln!("skipped {}: {why}", path.display());
@@ -32,7 +30,7 @@ fn evaluate_model(model: &Path, data: &Path, split: &str, device: &str) -> Resul
     Ok(())
 }
 
-fn predict(model: &Path, images: &[PathBuf], device: &str) -> Result<()> {
+fn predict(model: &Path, images: &[PathBuf], device: &Device) -> Result<()> {
     let p = load_model(model, device)?;
     let mut failed = 0;
     for path in images {
@@ -59,23 +57,22 @@ fn predict(model: &Path, images: &[PathBuf], device: &str) -> Result<()> {
 fn interpret(
     model: &Path,
     data: &Path,
-    split: &str,
+    split: Split,
     top_k: usize,
     out: &Path,
-    device: &str,
+    device: &Device,
 ) -> Result<()> {
     let p = load_model(model, device)?;
-    let split: Split = split.parse().map_err(anyhow::Error::msg)?;
     cxr_service::report::interpret::interpret(&p, data, split, top_k, out)?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
 
-fn export(model: &Path, out: &Path, format: &str) -> Result<()> {
-    if format != "onnx" {
-        bail!("unknown export format {format:?} (expected onnx)");
+fn export(model: &Path, out: &Path, format: ExportFormat) -> Result<()> {
+    match format {
+        ExportFormat::Onnx => {}
     }
-    let p = load_model(model, "cpu")?;
+    let p = load_model(model, &Device::Cpu)?;
     export_onnx(p.network(), p.spec().size as usize, out)?;
     eprintln!("wrote {}", out.display());
     Ok(())
@@ -107,7 +104,7 @@ pub fn run(cmd: Command) -> Result<()> {
             data,
             split,
             device,
-        } => evaluate_model(&model, &data, &split, &device),
+        } => evaluate_model(&model, &data, split, &device),
         Command::Predict {
             model,
             images,
@@ -122,37 +119,12 @@ pub fn run(cmd: Command) -> Result<()> {
             device,
         } => {
             let out = out.unwrap_or_else(|| model.join("interpret"));
-            interpret(&model, &data, &split, top_k, &out, &device)
+            interpret(&model, &data, split, top_k, &out, &device)
         }
         Command::Ablation(a) => ablation(&a),
         Command::Serve(a) => a.run(),
-        Command::Bench {
-            arch,
-            mode,
-            batch,
-            size,
-            iters,
-            device,
-            precision,
-            explain,
-        } => {
-            let train = match mode.as_str() {
-                "train" => true,
-                "infer" => false,
-                other => bail!("unknown bench mode {other:?} (expected infer or train)"),
-            };
-            super::bench::run(super::bench::BenchArgs {
-                arch: arch.parse().map_err(anyhow::Error::msg)?,
-                train,
-                batch,
-                size,
-                iters,
-                device: parse_device(&device).map_err(anyhow::Error::msg)?,
-                precision: precision.parse().map_err(anyhow::Error::msg)?,
-                explain,
-            })
-        }
-        Command::Export { model, out, format } => export(&model, &out, &format),
+        Command::Bench(a) => super::bench::run(a),
+        Command::Export { model, out, format } => export(&model, &out, format),
     }
 }
 

@@ -8,6 +8,7 @@ mod progress;
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use cxr_service::device::parse_device;
+use cxr_service::evaluate::Split;
 use cxr_service::learner::LrSpec;
 use cxr_service::recipe::Stage;
 use std::path::PathBuf;
@@ -39,10 +40,11 @@ pub enum Command {
         model: PathBuf,
         #[arg(long)]
         data: PathBuf,
+        /// test, val, valid (val + test), train or all.
         #[arg(long, default_value = "test")]
-        split: String,
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        split: Split,
+        #[arg(long, default_value = "cpu", value_parser = parse_device)]
+        device: Device,
     },
     /// Classify image files; prints one JSON line per file.
     Predict {
@@ -50,8 +52,8 @@ pub enum Command {
         model: PathBuf,
         #[arg(required = true)]
         images: Vec<PathBuf>,
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[arg(long, default_value = "cpu", value_parser = parse_device)]
+        device: Device,
     },
     /// Confusion matrix, classification report, top losses with Grad-CAM overlays.
     Interpret {
@@ -60,51 +62,36 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
         #[arg(long, default_value = "valid")]
-        split: String,
+        split: Split,
         #[arg(long, default_value_t = 9)]
         top_k: usize,
         /// Output folder (default: MODEL/interpret).
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[arg(long, default_value = "cpu", value_parser = parse_device)]
+        device: Device,
     },
     /// Run the recipe's tricks cumulatively and print a table of metrics per step.
     Ablation(AblationArgs),
     /// Time one network on random input: images/s and the median step (JSON line).
-    Bench {
-        #[arg(long, default_value = "resnet18")]
-        arch: String,
-        /// `infer` (eval forward + softmax) or `train` (forward, backward, AdamW step).
-        #[arg(long, default_value = "infer")]
-        mode: String,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        #[arg(long, default_value_t = 224)]
-        size: usize,
-        #[arg(long, default_value_t = 10)]
-        iters: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Activation precision: f32, bf16 or f16 (half precision needs --device cuda).
-        #[arg(long, default_value = "f32")]
-        precision: String,
-        /// Print the algorithm the CPU kernels take for each convolution of
-        /// ResNet18 at --batch and --size (CXR_KERNELS applies), and exit.
-        #[arg(long)]
-        explain: bool,
-    },
+    Bench(bench::BenchArgs),
     /// Export a trained model (ONNX).
     Export {
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "onnx")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+        format: ExportFormat,
     },
     /// Serve the HTTP API and the web page (predictions, fine-tune jobs, models).
     Serve(ServeArgs),
+}
+
+/// The formats `cxr export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Onnx,
 }
 
 #[derive(Args, Clone)]

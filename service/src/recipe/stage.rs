@@ -199,18 +199,18 @@ impl Stage {
 
     /// Checks the options a user may get wrong, with messages naming the option.
     pub fn validate(&self) -> Result<(), RecipeError> {
-        self.check().map_err(|msg| RecipeError::Stage {
+        self.check().map_err(|Problem(msg)| RecipeError::Stage {
             stage: self.label(),
             msg,
         })
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Problem> {
         let range = |name: &str, v: usize, lo: usize, hi: usize, what: &str| {
             if v < lo || v > hi {
-                Err(format!(
+                Err(Problem(format!(
                     "{name} must be between {lo} and {hi}{what}, got {v}"
-                ))
+                )))
             } else {
                 Ok(())
             }
@@ -219,12 +219,12 @@ impl Stage {
         range("bs (batch size)", self.bs, 2, 4096, "")?;
         range("size", self.size as usize, 32, 1024, " pixels")?;
         if self.presize < self.size || self.presize > 2048 {
-            return Err(format!(
+            return Err(Problem(format!(
                 "presize must be at least size ({}) and at most 2048, got {}",
                 self.size, self.presize
-            ));
+            )));
         }
-        self.lr.validate().map_err(|e| e.to_string())?;
+        self.lr.validate().map_err(|e| Problem(e.to_string()))?;
         if let Some(k) = self.oversample {
             range("oversample", k, 1, 20, "")?;
         }
@@ -238,21 +238,33 @@ impl Stage {
         Ok(())
     }
 
-    fn check_regularisation(&self) -> Result<(), String> {
+    fn check_regularisation(&self) -> Result<(), Problem> {
         if !(0.0..1.0).contains(&self.wd) {
-            return Err(format!("wd must be in [0, 1), got {}", self.wd));
+            return Err(Problem(format!("wd must be in [0, 1), got {}", self.wd)));
         }
         if let Some(v) = self.label_smoothing.value(0.1) {
             if !(0.0..1.0).contains(&v) {
-                return Err(format!("label_smoothing must be in [0, 1), got {v}"));
+                return Err(Problem(format!(
+                    "label_smoothing must be in [0, 1), got {v}"
+                )));
             }
         }
         if let Some(v) = self.mixup.value(0.4) {
             if !(v > 0.0 && v <= 10.0) {
-                return Err(format!("mixup alpha must be in (0, 10], got {v}"));
+                return Err(Problem(format!("mixup alpha must be in (0, 10], got {v}")));
             }
         }
         Ok(())
+    }
+}
+
+/// What is wrong with one option of a stage (the stage's name is added by
+/// [`Stage::validate`]).
+struct Problem(String);
+
+impl From<&str> for Problem {
+    fn from(s: &str) -> Self {
+        Problem(s.to_string())
     }
 }
 
