@@ -63,7 +63,8 @@ fn interpret(
     device: &Device,
 ) -> Result<()> {
     let p = load_model(model, device)?;
-    cxr_service::report::interpret::interpret(&p, data, split, top_k, out)?;
+    let report = cxr_service::report::interpret::interpret(&p, data, split, top_k, out)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("wrote {}", out.display());
     Ok(())
 }

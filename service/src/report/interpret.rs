@@ -2,26 +2,39 @@
 //! Writes `confusion_matrix.png`, `report.json`, and the top-k losses as
 //! Grad-CAM overlays (`top_losses/NN_<file>.png`) with `top_losses.json`.
 
-use super::plots;
-use crate::evaluate::{evaluate, Split};
-use crate::serve::model::Model;
+use super::plots::{self, PlotError};
+use crate::evaluate::{evaluate, EvalError, Split};
+use crate::learner::Report;
+use crate::serve::model::{Model, PredictError};
+use crate::train::run_dir::{write_json, FileError, RunDir};
 use std::path::Path;
 
+#[derive(Debug, thiserror::Error)]
+pub enum InterpretError {
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Predict(#[from] PredictError),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// Writes the interpretation of `p` on `data`'s `split` into `out`; returns the report.
 pub fn interpret(
     p: &Model,
     data: &Path,
     split: Split,
     top_k: usize,
     out: &Path,
-) -> anyhow::Result<()> {
+) -> Result<Report, InterpretError> {
     let ev = evaluate(p, data, split, 32)?;
-    std::fs::create_dir_all(out.join("top_losses"))?;
-    plots::confusion_png(
-        &ev.report.confusion_matrix,
-        &crate::train::RunDir::new(out).confusion_plot(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    crate::train::write_json(&crate::train::RunDir::new(out).report(), &ev.report)?;
+    let dir = RunDir::new(out);
+    let top = out.join("top_losses");
+    std::fs::create_dir_all(&top).map_err(|e| FileError::new(&top, e))?;
+    plots::confusion_png(&ev.report.confusion_matrix, &dir.confusion_plot())?;
+    write_json(&dir.report(), &ev.report)?;
     let mut scored: Vec<(f32, &crate::evaluate::Scored)> = ev
         .scored
         .iter()
@@ -37,7 +50,8 @@ pub fn interpret(
             .and_then(|x| x.to_str())
             .unwrap_or("image");
         let name = format!("{:02}_{stem}.png", i + 1);
-        std::fs::write(out.join("top_losses").join(&name), png)?;
+        let path = top.join(&name);
+        std::fs::write(&path, png).map_err(|e| FileError::new(&path, e))?;
         listing.push(serde_json::json!({
             "rank": i + 1,
             "file": s.path.display().to_string(),
@@ -48,7 +62,6 @@ pub fn interpret(
             "gradcam": format!("top_losses/{name}"),
         }));
     }
-    crate::train::write_json(&out.join("top_losses.json"), &listing)?;
-    println!("{}", serde_json::to_string_pretty(&ev.report)?);
-    Ok(())
+    write_json(&dir.file("top_losses.json"), &listing)?;
+    Ok(ev.report)
 }
