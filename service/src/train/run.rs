@@ -42,11 +42,15 @@ pub fn run_recipe(
         workers,
     };
     let mut carried = Carried::default();
-    let (mut metrics, mut resume_at, start) = if resume {
+    let Start {
+        mut metrics,
+        mut resume_at,
+        stage: start,
+    } = if resume {
         restore(&ctx, &mut carried, hook)?
     } else {
         dir.clear_metrics();
-        (Vec::new(), None, 0)
+        Start::fresh()
     };
     let mut last = None;
     for (k, (si, stage)) in recipe
@@ -88,14 +92,31 @@ fn preflight(recipe: &Recipe, device: &Device) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Reads the checkpoint back: the learner, the normalisation, the metrics of
-/// the epochs before it, and where to start.
-#[allow(clippy::type_complexity)]
+/// Where a run starts: the metrics already written, and the stage (with its
+/// epochs done and optimizer state when it resumes).
+struct Start {
+    metrics: Vec<MetricsLine>,
+    resume_at: Option<ResumeAt>,
+    stage: usize,
+}
+
+impl Start {
+    fn fresh() -> Self {
+        Self {
+            metrics: Vec::new(),
+            resume_at: None,
+            stage: 0,
+        }
+    }
+}
+
+/// Reads the checkpoint back into `carried` (the learner, the normalisation)
+/// and says where to start.
 fn restore(
     ctx: &RunContext<'_>,
     carried: &mut Carried,
     hook: &mut Hook<'_>,
-) -> Result<(Vec<MetricsLine>, Option<ResumeAt>, usize), TrainError> {
+) -> Result<Start, TrainError> {
     let Restored { state, net, opt } = ctx.dir.checkpoint().restore(ctx.device)?;
     let stage = ctx
         .recipe
@@ -120,7 +141,11 @@ fn restore(
         epochs_done: state.epochs_done,
         opt,
     };
-    Ok((metrics, Some(at), state.stage))
+    Ok(Start {
+        metrics,
+        resume_at: Some(at),
+        stage: state.stage,
+    })
 }
 
 /// The validation report of the last stage, the model (weights and card) and
