@@ -564,15 +564,7 @@ mod tests {
     }
 
     fn opts() -> DataOptions {
-        DataOptions {
-            presize: 32,
-            size: 24,
-            bs: 4,
-            oversample: None,
-            merge_val_test: false,
-            seed: 7,
-            workers: 2,
-        }
+        crate::data::testutil::tiny_options()
     }
 
     #[test]

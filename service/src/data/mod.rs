@@ -84,8 +84,22 @@ fn splitmix64(x: u64) -> u64 {
 /// Test helpers: write small generated images into a temporary Kaggle layout.
 #[cfg(test)]
 pub(crate) mod testutil {
+    use super::DataOptions;
     use image::{GrayImage, Luma};
     use std::path::Path;
+
+    /// Loader options for the tiny test trees: 32 px presize, 24 px input, batches of 4.
+    pub fn tiny_options() -> DataOptions {
+        DataOptions {
+            presize: 32,
+            size: 24,
+            bs: 4,
+            oversample: None,
+            merge_val_test: false,
+            seed: 7,
+            workers: 2,
+        }
+    }
 
     /// A smooth synthetic "X-ray": a gradient plus a blob whose place depends on `seed`.
     pub fn synthetic(w: u32, h: u32, seed: u32) -> GrayImage {

@@ -2,7 +2,7 @@
 
 use super::{Learner, LearnerOptions};
 use crate::data::testutil::make_tree;
-use crate::data::{DataLoaders, DataOptions, Dataset};
+use crate::data::{DataLoaders, Dataset};
 use cxr_models::head::HeadKind;
 use cxr_models::{Arch, NetConfig, Network};
 
@@ -33,19 +33,7 @@ pub fn tiny_dls() -> (tempfile::TempDir, DataLoaders) {
         ],
     );
     let ds = Dataset::scan(tmp.path()).expect("scan");
-    let dls = DataLoaders::new(
-        &ds,
-        DataOptions {
-            presize: 32,
-            size: 24,
-            bs: 4,
-            oversample: None,
-            merge_val_test: false,
-            seed: 7,
-            workers: 2,
-        },
-    )
-    .expect("loaders");
+    let dls = DataLoaders::new(&ds, crate::data::testutil::tiny_options()).expect("loaders");
     (tmp, dls)
 }
 
